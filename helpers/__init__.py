@@ -1,0 +1,17 @@
+"""Autograd Lab helpers: draw, trace and step through PyTorch's real autograd graph.
+
+One module per idea:
+
+- ``walk``     -- the autograd graph as plain data: nodes, edges and stable ids.
+- ``describe`` -- a tensor in a few words (values if small, shape and norm if large).
+- ``render``   -- ``draw()``: the graph as a Graphviz diagram (``Diagram``).
+- ``trace``    -- ``trace_backward()``: record a real backward pass, node by node.
+- ``stepper``  -- ``step_backward()`` / ``step_forward()``: widgets that replay it.
+- ``checks``   -- the functions exercise check cells call.
+- ``release``  -- builds the learner copies in ``notebooks/`` from ``solutions/``.
+- ``setup_check`` -- ``check_setup()``: is this machine ready for the course?
+"""
+from .render import Diagram, draw
+from .setup_check import check_setup
+
+__all__ = ["Diagram", "draw", "check_setup"]

@@ -1,0 +1,285 @@
+"""``draw()``: the backward graph as a make_dot-style Graphviz diagram.
+
+The picture speaks torchviz's visual language, so what learners see here is
+what they will see with ``torchviz.make_dot`` outside the course:
+
+- light blue: a leaf that requires grad (its ``.grad`` is filled by backward),
+  named from ``params``;
+- grey: a backward Node, named by its type (``MulBackward0``);
+- orange: a tensor a Node saved for backward (``show_saved=True``);
+- green: the output you called ``draw`` on.
+
+What we add: stable, page-unique ids on every node and edge (``Diagram.id_of``),
+leaf gradients in the box (``show_grads=True``), an optional legend, an
+iterative walk (see ``walk.py`` for why we own it), and a layout that is
+computed once and cached.
+
+The DOT text is built with the ``graphviz`` package. The layout is done by the
+system Graphviz ``dot`` when it is on PATH, otherwise by the pip-installed
+``graphviz-pure`` (a Rust port of dot). We call the layout command ourselves
+because the ``graphviz`` package can only run a command named after the engine
+(``dot``); when only ``graphviz-pure`` exists we also put a ``dot`` alias for it
+on PATH so raw ``make_dot(...)`` displays work in the notebooks too.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import graphviz
+
+from .describe import describe, shape_text
+from .walk import GraphError, walk
+
+FONT = "Courier"  # graphviz-pure has metrics for Courier but not for "monospace"
+COLORS = {
+    "leaf": "lightblue",
+    "fn": "lightgrey",
+    "saved": "orange",
+    "output": "darkolivegreen1",
+    "base": "darkolivegreen3",
+}
+LEGEND = [
+    ("leaf", "leaf tensor\n(requires grad)"),
+    ("fn", "backward Node"),
+    ("saved", "saved tensor"),
+    ("output", "output"),
+]
+LAYOUT_TIMEOUT = 300  # seconds; max_nodes keeps real graphs far below this
+
+
+# --- the layout command -------------------------------------------------------
+
+def _pure_command():
+    """Path of graphviz-pure: on PATH, or next to this Python (a venv not activated)."""
+    found = shutil.which("graphviz-pure")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "graphviz-pure"
+    return str(beside) if beside.exists() else None
+
+
+def layout_command():
+    """``(command list, description)`` of the Graphviz we lay out with, or ``(None, why)``."""
+    dot = shutil.which("dot")
+    if dot and Path(dot).parent != _ALIAS_DIR:
+        return [dot], f"system Graphviz ({dot})"
+    pure = _pure_command()
+    if pure:
+        return [pure, "-Kdot"], f"graphviz-pure ({pure})"
+    return None, (
+        "No Graphviz found: install the system package (e.g. 'apt-get install graphviz') "
+        "or run 'pip install graphviz-pure'."
+    )
+
+
+_ALIAS_DIR = Path(tempfile.gettempdir()) / f"autograd-lab-dot-{os.getuid() if hasattr(os, 'getuid') else 0}"
+
+
+def alias_dot_to_pure():
+    """Make ``dot`` on PATH run graphviz-pure when no system Graphviz exists.
+
+    Returns True when the alias is in place (or not needed because ``dot`` exists).
+    """
+    if shutil.which("dot"):
+        return True
+    pure = _pure_command()
+    if not pure:
+        return False
+    _ALIAS_DIR.mkdir(exist_ok=True)
+    link = _ALIAS_DIR / "dot"
+    if not link.exists():
+        link.symlink_to(pure)
+    os.environ["PATH"] = f"{_ALIAS_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
+    return True
+
+
+def run_layout(source, fmt="svg"):
+    """Lay out DOT ``source`` and return the rendered bytes."""
+    cmd, what = layout_command()
+    if cmd is None:
+        raise RuntimeError(what)
+    try:
+        done = subprocess.run(
+            cmd + [f"-T{fmt}"], input=source.encode(), capture_output=True, timeout=LAYOUT_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(
+            f"Graphviz took more than {LAYOUT_TIMEOUT} s; draw a smaller part of the graph."
+        ) from None
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed: {done.stderr.decode(errors='replace').strip()[:500]}")
+    return done.stdout
+
+
+# --- labels and DOT -----------------------------------------------------------
+
+def _tensor_label(node, grad_text=None):
+    lines = [node.name] if node.name else []
+    lines.append(shape_text(node.obj))
+    if grad_text is not None:
+        lines.append(f"grad {grad_text}")
+    return "\n".join(lines)
+
+
+def _fn_label(node):
+    if not node.attrs:
+        return node.name
+    width = max(len(k) for k in node.attrs)
+    rows = [f"{k:<{width}}: {_short(v)}" for k, v in node.attrs.items()]
+    rule = "-" * max(len(node.name), *(len(r) for r in rows))
+    return "\n".join([node.name, rule, *rows])
+
+
+def _short(value, limit=40):
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _saved_label(node, graph):
+    same = next((e.head for e in graph.edges if e.kind == "same" and e.tail is node), None)
+    lines = [node.name, shape_text(node.obj)]
+    if same is not None:
+        lines.append(f"same tensor as {same.name or same.kind}")
+    return "\n".join(lines)
+
+
+def label_of(node, graph, grad_texts=None):
+    if node.kind == "fn":
+        return _fn_label(node)
+    if node.kind == "saved":
+        return _saved_label(node, graph)
+    grad = grad_texts.get(node.id) if grad_texts and node.kind == "leaf" else None
+    return _tensor_label(node, grad)
+
+
+def to_dot(graph, *, grad_texts=None, legend=False):
+    """DOT source for a walked ``Graph``. ``grad_texts`` maps leaf id -> gradient text."""
+    dot = graphviz.Digraph(
+        name=graph.prefix,
+        graph_attr={"id": graph.prefix, "rankdir": "TB", "bgcolor": "white"},
+        node_attr={
+            "style": "filled",
+            "shape": "box",
+            "fontsize": "10",
+            "height": "0.2",
+            "fontname": FONT,
+            "ranksep": "0.1",
+        },
+        edge_attr={"fontname": FONT, "fontsize": "9"},
+    )
+    for node in graph.nodes:
+        # A trailing "\l" left-aligns every line like make_dot's align=left.
+        text = label_of(node, graph, grad_texts).replace("\n", "\\l") + "\\l"
+        dot.node(node.id, text, id=node.id, fillcolor=COLORS[node.kind], **{"class": f"ag-{node.kind}"})
+    for e in graph.edges:
+        style = {
+            "saved": {"dir": "none"},
+            # "same" only points out identity; it must not pull the layout around.
+            "same": {"dir": "none", "style": "dashed", "color": "darkorange", "constraint": "false"},
+            "view": {"style": "dotted"},
+        }.get(e.kind, {})
+        dot.edge(e.tail.id, e.head.id, id=e.id, **style, **{"class": f"ag-{e.kind}"})
+    if legend:
+        _add_legend(dot, graph.prefix)
+    return dot.source
+
+
+def _add_legend(dot, prefix):
+    with dot.subgraph(name=f"cluster_{prefix}legend") as box:
+        box.attr(id=f"{prefix}L", label="legend", fontname=FONT, fontsize="10", style="rounded", color="grey")
+        for kind, text in LEGEND:
+            box.node(f"{prefix}L{kind}", text.replace("\n", "\\l") + "\\l",
+                     id=f"{prefix}L{kind}", fillcolor=COLORS[kind])
+        names = [f"{prefix}L{kind}" for kind, _ in LEGEND]
+        for a, b in zip(names, names[1:]):
+            box.edge(a, b, style="invis")
+
+
+# --- the Diagram --------------------------------------------------------------
+
+class Diagram:
+    """A drawn backward graph. Displays as SVG in Jupyter.
+
+    - ``source``: the DOT text; ``svg``: the laid-out picture (computed once).
+    - ``save(path)``: ``.svg``, ``.dot``/``.gv``, or any format Graphviz writes (``.png``, ``.pdf``).
+    - ``id_of(obj)``: the id of an autograd Node or a leaf/output tensor in the SVG.
+    - ``edge_id(fn, slot)``: the id of the edge along which ``fn`` sends the gradient of input ``slot``.
+    - ``graph``: the walked ``Graph`` (nodes, edges, lookups).
+    """
+
+    def __init__(self, graph, source):
+        self.graph = graph
+        self.source = source
+        self._svg = None
+
+    @property
+    def svg(self):
+        if self._svg is None:
+            self._svg = run_layout(self.source, "svg").decode()
+        return self._svg
+
+    def id_of(self, obj):
+        return self.graph.node_of(obj).id
+
+    def edge_id(self, fn, slot):
+        edge = self.graph.grad_edge(fn, slot)
+        if edge is None:
+            raise KeyError(f"{type(fn).__name__} has no drawn input number {slot}.")
+        return edge.id
+
+    @property
+    def ids(self):
+        """``{id: (kind, name)}`` for every drawn node."""
+        return {n.id: (n.kind, n.name) for n in self.graph.nodes}
+
+    def save(self, path):
+        path = Path(path)
+        fmt = path.suffix.lstrip(".").lower()
+        if not fmt:
+            raise ValueError(f"Give the file a suffix that names its format, e.g. {path.name}.svg.")
+        if fmt in ("dot", "gv"):
+            path.write_text(self.source)
+        elif fmt == "svg":
+            path.write_text(self.svg)
+        else:
+            path.write_bytes(run_layout(self.source, fmt))
+        return path
+
+    def _repr_svg_(self):
+        return self.svg
+
+    def __repr__(self):
+        kinds = [n.kind for n in self.graph.nodes]
+        return (
+            f"<Diagram: {kinds.count('fn')} backward nodes, {kinds.count('leaf')} leaves, "
+            f"{len(self.graph.edges)} edges>"
+        )
+
+
+def draw(root, params=None, *, show_saved=False, show_attrs=False, show_grads=False,
+         legend=False, max_nodes=2000):
+    """Draw the backward graph of ``root`` (a tensor, or a tuple of tensors).
+
+    ``params``: ``{name: tensor}`` (or ``model.named_parameters()``) to name leaves.
+    ``show_saved``: add the tensors each Node saved for backward (orange).
+    ``show_attrs``: list each Node's non-tensor saved attributes (dims, sizes...).
+    ``show_grads``: write each leaf's current ``.grad`` in its box.
+    ``legend``: add a colour key. ``max_nodes``: refuse larger graphs, with their size.
+
+    >>> w = torch.tensor(2.0, requires_grad=True)
+    >>> draw(w * 3 + 1, {"w": w})          # doctest: +SKIP
+    """
+    graph = walk(root, params, show_saved=show_saved, show_attrs=show_attrs, max_nodes=max_nodes)
+    grads = None
+    if show_grads:
+        grads = {n.id: describe(n.obj.grad) for n in graph.nodes if n.kind == "leaf"}
+    return Diagram(graph, to_dot(graph, grad_texts=grads, legend=legend))
+
+
+__all__ = ["Diagram", "draw", "GraphError", "layout_command", "alias_dot_to_pure", "run_layout"]
+
+# Raw torchviz.make_dot(...) displays need a `dot` command; provide it pip-only.
+alias_dot_to_pure()
