@@ -138,25 +138,41 @@ def _short(value, limit=40):
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _saved_label(node, graph):
-    same = next((e.head for e in graph.edges if e.kind == "same" and e.tail is node), None)
+def _saved_label(node, same_as):
     lines = [node.name, shape_text(node.obj)]
-    if same is not None:
-        lines.append(f"same tensor as {same.name or same.kind}")
+    if same_as is not None:
+        lines.append(f"same tensor as {same_as.name or same_as.kind}")
     return "\n".join(lines)
 
 
-def label_of(node, graph, grad_texts=None):
-    if node.kind == "fn":
-        return _fn_label(node)
-    if node.kind == "saved":
-        return _saved_label(node, graph)
-    grad = grad_texts.get(node.id) if grad_texts and node.kind == "leaf" else None
-    return _tensor_label(node, grad)
+def labels(graph, grad_texts=None):
+    """{node id: label text} for every node of a walked ``Graph``."""
+    same = {e.tail.id: e.head for e in graph.edges if e.kind == "same"}
+    grad_texts = grad_texts or {}
+    out = {}
+    for node in graph.nodes:
+        if node.kind == "fn":
+            out[node.id] = _fn_label(node)
+        elif node.kind == "saved":
+            out[node.id] = _saved_label(node, same.get(node.id))
+        else:
+            out[node.id] = _tensor_label(node, grad_texts.get(node.id) if node.kind == "leaf" else None)
+    return out
+
+
+EDGE_STYLE = {
+    "saved": {"dir": "none", "class": "ag-saved"},
+    # "same" only points out identity; it must not pull the layout around.
+    "same": {"dir": "none", "style": "dashed", "color": "darkorange", "constraint": "false",
+             "class": "ag-same"},
+    "view": {"style": "dotted", "class": "ag-view"},
+}
 
 
 def to_dot(graph, *, grad_texts=None, legend=False):
     """DOT source for a walked ``Graph``. ``grad_texts`` maps leaf id -> gradient text."""
+    # Defaults are those of backward Nodes and gradient edges, the most common
+    # kinds, so most lines carry only their id and label.
     dot = graphviz.Digraph(
         name=graph.prefix,
         graph_attr={"id": graph.prefix, "rankdir": "TB", "bgcolor": "white"},
@@ -166,22 +182,21 @@ def to_dot(graph, *, grad_texts=None, legend=False):
             "fontsize": "10",
             "height": "0.2",
             "fontname": FONT,
-            "ranksep": "0.1",
+            "fillcolor": COLORS["fn"],
+            "class": "ag-fn",
         },
-        edge_attr={"fontname": FONT, "fontsize": "9"},
+        edge_attr={"class": "ag-grad"},
     )
+    texts = labels(graph, grad_texts)
     for node in graph.nodes:
-        # A trailing "\l" left-aligns every line like make_dot's align=left.
-        text = label_of(node, graph, grad_texts).replace("\n", "\\l") + "\\l"
-        dot.node(node.id, text, id=node.id, fillcolor=COLORS[node.kind], **{"class": f"ag-{node.kind}"})
+        # "\l" ends a left-aligned line (make_dot asks for align=left, which dot ignores).
+        text = texts[node.id].replace("\n", "\\l") + "\\l"
+        if node.kind == "fn":
+            dot.node(node.id, text, id=node.id)
+        else:
+            dot.node(node.id, text, id=node.id, fillcolor=COLORS[node.kind], **{"class": f"ag-{node.kind}"})
     for e in graph.edges:
-        style = {
-            "saved": {"dir": "none"},
-            # "same" only points out identity; it must not pull the layout around.
-            "same": {"dir": "none", "style": "dashed", "color": "darkorange", "constraint": "false"},
-            "view": {"style": "dotted"},
-        }.get(e.kind, {})
-        dot.edge(e.tail.id, e.head.id, id=e.id, **style, **{"class": f"ag-{e.kind}"})
+        dot.edge(e.tail.id, e.head.id, id=e.id, **EDGE_STYLE.get(e.kind, {}))
     if legend:
         _add_legend(dot, graph.prefix)
     return dot.source

@@ -52,18 +52,24 @@ def _widgets():
 CHECKS = [("PyTorch", _torch), ("Graphviz", _graphviz), ("Widgets", _widgets)]
 
 
-def check_setup(verbose=True):
-    """Print one line per component (✅ ready / ❌ what to fix). Returns True when all are ready."""
+def status():
+    """``[(component, ok, text)]`` for each check, without printing."""
     results = []
     for name, check in CHECKS:
         try:
             ok, text = check()
         except Exception as err:  # report, don't crash the first notebook
             ok, text = False, f"{type(err).__name__}: {err}"
-        results.append(ok)
-        if verbose:
-            print(f"{'✅' if ok else '❌'} {name:<9} {text}")
-    if verbose:
-        print(f"   Python {platform.python_version()}"
-              + ("" if all(results) else " -- fix the ❌ lines, then restart the kernel."))
-    return all(results)
+        results.append((name, ok, text))
+    return results
+
+
+def check_setup():
+    """Print one line per component: ✅ ready, or ❌ and what to fix."""
+    results = status()
+    for name, ok, text in results:
+        print(f"{'✅' if ok else '❌'} {name:<9} {text}")
+    if all(ok for _, ok, _ in results):
+        print(f"   Python {platform.python_version()} -- ready for the course.")
+    else:
+        print("   Fix the ❌ lines, then restart the kernel (Kernel > Restart Kernel).")

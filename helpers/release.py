@@ -1,0 +1,298 @@
+"""Build the learner copies in ``notebooks/`` from the solved notebooks in ``solutions/``.
+
+``solutions/`` is the single source of truth: every chapter, solved, in nbgrader
+markup (solution code between ``### BEGIN SOLUTION`` and ``### END SOLUTION``,
+graded check cells with nbgrader cell metadata, optional ``### BEGIN HIDDEN
+TESTS`` blocks). ``notebooks/`` is generated from it and never written by hand::
+
+    python -m helpers.release            # write notebooks/  (what `make student` runs)
+    python -m helpers.release --check    # exit 1 if notebooks/ is not what a release writes
+    python -m helpers.release --force    # overwrite hand edits, keeping a .bak copy
+
+The transform is nbgrader's own: the preprocessors ``nbgrader generate_assignment``
+runs (LockCells, ClearSolutions, ClearOutput, ClearHiddenTests, ClearMarkScheme,
+ComputeChecksums, CheckCellMetadata). They are plain nbconvert preprocessors and
+need no course directory or gradebook, so a learner copy here is the notebook
+nbgrader would release -- same stubs, same cell metadata and checksums -- and an
+instructor may hand out ``notebooks/`` and still autograde with nbgrader.
+
+What nbgrader does not do, and this module adds:
+
+- Hand edits are never destroyed silently. Each learner copy records in its
+  metadata (``autograd_lab.fingerprint``) a fingerprint of everything a person
+  edits: cell types, sources, tags and nbgrader metadata -- not outputs, since
+  running a notebook is not editing it. If a copy no longer matches its
+  fingerprint it was edited by hand, and the release refuses: it writes
+  nothing, names the file and exits 1. ``--force`` overwrites, after keeping
+  the edited file as ``notebooks/NAME.ipynb.bak`` (``.bak2``, ... if that exists).
+- Determinism: the same solutions give byte-identical copies (nbformat's stable
+  JSON, no timestamps, cell ids copied from the source).
+- A leak guard: no solution, hidden-test or mark-scheme marker may survive.
+
+Exit codes: 0 done or up to date; 1 ``--check`` found a difference, or hand
+edits were protected; 2 bad input (no ``solutions/`` folder, broken markup).
+"""
+import argparse
+import copy
+import hashlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+from nbgrader.preprocessors import (CheckCellMetadata, ClearHiddenTests, ClearMarkScheme,
+                                    ClearOutput, ClearSolutions, ComputeChecksums, LockCells)
+
+SOLUTIONS, NOTEBOOKS = "solutions", "notebooks"
+STAMP = "autograd_lab"  # notebook metadata key of a learner copy's record
+MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS",
+           "BEGIN MARK SCHEME", "END MARK SCHEME")
+
+
+class ReleaseError(Exception):
+    """A problem with the input, in one sentence that says what to do."""
+
+
+# ------------------------------------------------------------ the transform
+
+def _quiet_log():
+    # nbgrader logs a cell's whole source before raising; the error we raise says enough.
+    log = logging.getLogger("helpers.release.nbgrader")
+    log.addHandler(logging.NullHandler())
+    log.propagate = False
+    return log
+
+
+def _pipeline():
+    """nbgrader generate_assignment's preprocessors, minus the gradebook ones."""
+    log = _quiet_log()
+    return [cls(log=log) for cls in (LockCells, ClearSolutions, ClearOutput, CheckCellMetadata,
+                                     ClearHiddenTests, ClearMarkScheme, ComputeChecksums,
+                                     CheckCellMetadata)]
+
+
+def learner_copy(nb, source="solutions/notebook.ipynb"):
+    """The learner copy of a solved notebook (a new NotebookNode; ``nb`` is untouched).
+
+    >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+    ...     "x = 1\\n### BEGIN SOLUTION\\ny = 2\\n### END SOLUTION",
+    ...     metadata={"nbgrader": {"solution": True, "grade": False, "locked": False,
+    ...                            "grade_id": "ex1", "schema_version": 3}})])
+    >>> print(learner_copy(nb).cells[0].source)
+    x = 1
+    # YOUR CODE HERE
+    raise NotImplementedError()
+    """
+    nb = copy.deepcopy(nb)
+    resources = {}
+    try:
+        for preprocessor in _pipeline():
+            nb, resources = preprocessor.preprocess(nb, resources)
+    except Exception as error:  # nbgrader raises RuntimeError / ValidationError
+        raise ReleaseError(f"{source}: {_first_line(error)} {_where(nb, error)}".strip()) from None
+    for index, cell in enumerate(nb.cells, start=1):
+        for marker in MARKERS:
+            if marker in cell.source:
+                raise ReleaseError(f"{source}: cell {index} still contains '{marker}' after the "
+                                   f"release; check that its markers come in pairs.")
+    nb.metadata.pop("widgets", None)  # saved widget state is output, and outputs are cleared
+    nb.metadata[STAMP] = {"source": source, "fingerprint": fingerprint(nb)}
+    return nb
+
+
+def fingerprint(nb):
+    """A hash of what a person edits: cell types, sources, tags and nbgrader metadata."""
+    content = [[cell.cell_type, cell.source, cell.metadata.get("tags", []),
+                cell.metadata.get("nbgrader", {})] for cell in nb.cells]
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _where(nb, error):
+    """Point at the first cell with the kind of marker an nbgrader error is about."""
+    message = str(error).lower()
+    for word in ("solution", "hidden test", "mark scheme"):
+        if word in message:
+            for index, cell in enumerate(nb.cells, start=1):
+                if word.replace("test", "tests").upper() in cell.source.upper():
+                    return (f"(see cell {index}; markers must come in pairs, inside a cell with "
+                            f"matching nbgrader metadata)")
+    return ""
+
+
+# ------------------------------------------------------------ files
+
+def read(path):
+    """Read a notebook. Cells without an id get a stable one (nbformat's would be random)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if data.get("nbformat", 0) == 4 and data.get("nbformat_minor", 0) >= 5:
+        for index, cell in enumerate(data.get("cells", [])):
+            cell.setdefault("id", f"cell-{index}")
+    return nbformat.reads(json.dumps(data), as_version=4)
+
+
+def dumps(nb):
+    """Stable notebook JSON, as Jupyter writes it (sorted keys, indent 1, final newline)."""
+    text = nbformat.writes(nb)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def build(root="."):
+    """{learner copy path: its text} for every ``solutions/*.ipynb`` under ``root``."""
+    root = Path(root)
+    sources = sorted((root / SOLUTIONS).glob("*.ipynb")) if (root / SOLUTIONS).is_dir() else []
+    if not sources:
+        raise ReleaseError(f"No notebooks in {root / SOLUTIONS}/: run this from the course's root "
+                           f"folder (the one with solutions/ and notebooks/), or pass --root.")
+    copies = {}
+    for path in sources:
+        name = f"{SOLUTIONS}/{path.name}"
+        try:
+            nb = read(path)
+        except (ValueError, nbformat.ValidationError) as error:
+            raise ReleaseError(f"{name} is not a valid notebook ({_first_line(error)}); "
+                               f"fix it in Jupyter or restore it from git.") from None
+        copies[root / NOTEBOOKS / path.name] = dumps(learner_copy(nb, name))
+    return copies
+
+
+def hand_edited(path, new_text):
+    """True if overwriting ``path`` with ``new_text`` would lose a hand edit."""
+    try:
+        nb = read(path)
+    except Exception:  # unreadable (e.g. merge conflict markers): someone has been editing
+        return True
+    current = fingerprint(nb)
+    recorded = nb.metadata.get(STAMP, {}).get("fingerprint")
+    return current != recorded and current != fingerprint(nbformat.reads(new_text, as_version=4))
+
+
+def _with_outputs(root):
+    """Solution notebooks saved with outputs (they should be stored stripped)."""
+    found = []
+    for path in sorted((Path(root) / SOLUTIONS).glob("*.ipynb")):
+        nb = read(path)
+        if any(cell.get("outputs") or cell.get("execution_count") for cell in nb.cells):
+            found.append(path)
+    return found
+
+
+def _orphans(root, copies):
+    return [path for path in sorted((Path(root) / NOTEBOOKS).glob("*.ipynb")) if path not in copies]
+
+
+def check(root="."):
+    """Problems with ``notebooks/`` (one sentence each, saying what to do); [] if up to date."""
+    root = Path(root)
+    copies = build(root)
+    problems = []
+    for path, text in copies.items():
+        name, source = f"{NOTEBOOKS}/{path.name}", f"{SOLUTIONS}/{path.name}"
+        if not path.exists():
+            problems.append(f"{name} is missing: run `make student`.")
+        elif path.read_text(encoding="utf-8") == text:
+            continue
+        elif hand_edited(path, text):
+            problems.append(f"{name} was edited by hand: move the edit into {source}, then run "
+                            f"`python -m helpers.release --force` (it keeps your copy as {name}.bak).")
+        else:
+            problems.append(f"{name} is out of date with {source}: run `make student`.")
+    for path in _orphans(root, copies):
+        problems.append(f"{NOTEBOOKS}/{path.name} has no source in {SOLUTIONS}/: move it there "
+                        f"(with its solutions) and run `make student`.")
+    for path in _with_outputs(root):
+        problems.append(f"{SOLUTIONS}/{path.name} has saved outputs: clear them with "
+                        f"`jupyter nbconvert --clear-output --inplace {SOLUTIONS}/{path.name}`.")
+    return problems
+
+
+def release(root=".", force=False, out=print):
+    """Write ``notebooks/`` from ``solutions/``; returns the paths written.
+
+    Writes nothing and raises ``HandEdited`` if a copy was edited by hand,
+    unless ``force``, which first keeps each edited copy as a ``.bak`` file.
+    """
+    root = Path(root)
+    copies = build(root)
+    changed = {path: text for path, text in copies.items()
+               if not path.exists() or path.read_text(encoding="utf-8") != text}
+    edited = [path for path, text in changed.items() if path.exists() and hand_edited(path, text)]
+    if edited and not force:
+        raise HandEdited(edited)
+    (root / NOTEBOOKS).mkdir(exist_ok=True)
+    for path in edited:
+        backup = _free_backup(path)
+        os.replace(path, backup)
+        out(f"kept the hand-edited {NOTEBOOKS}/{path.name} as {NOTEBOOKS}/{backup.name}")
+    for path, text in changed.items():
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)  # atomic: a reader never sees half a notebook
+        out(f"wrote {NOTEBOOKS}/{path.name}")
+    for path in _orphans(root, copies):
+        out(f"note: {NOTEBOOKS}/{path.name} has no source in {SOLUTIONS}/ and was left as is")
+    for path in _with_outputs(root):
+        out(f"note: {SOLUTIONS}/{path.name} has saved outputs; clear them before committing")
+    out(f"{NOTEBOOKS}/: {len(changed)} written, {len(copies) - len(changed)} already up to date.")
+    return list(changed)
+
+
+class HandEdited(Exception):
+    """Learner copies that were edited by hand (the release wrote nothing)."""
+
+    def __init__(self, paths):
+        self.paths = paths
+        super().__init__("\n".join(
+            f"{NOTEBOOKS}/{p.name} was edited by hand, so nothing was written: move the edit into "
+            f"{SOLUTIONS}/{p.name}, or rerun with --force to overwrite it and keep the edited "
+            f"copy as {NOTEBOOKS}/{_free_backup(p).name}." for p in paths))
+
+
+def _free_backup(path):
+    backup, n = path.with_name(path.name + ".bak"), 2
+    while backup.exists():
+        backup, n = path.with_name(f"{path.name}.bak{n}"), n + 1
+    return backup
+
+
+# ------------------------------------------------------------ command line
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.release",
+        description="Build the learner copies in notebooks/ from solutions/.")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true",
+                      help="change nothing; exit 1 if notebooks/ differs from what a release writes")
+    mode.add_argument("--force", action="store_true",
+                      help="overwrite hand-edited learner copies, keeping each as NAME.ipynb.bak")
+    parser.add_argument("--root", default=".",
+                        help="the course folder holding solutions/ and notebooks/ (default: .)")
+    args = parser.parse_args(argv)
+    try:
+        if args.check:
+            problems = check(args.root)
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            if problems:
+                return 1
+            print(f"{NOTEBOOKS}/ is up to date with {SOLUTIONS}/.")
+            return 0
+        release(args.root, force=args.force)
+        return 0
+    except HandEdited as error:
+        print(error, file=sys.stderr)
+        return 1
+    except ReleaseError as error:
+        print(error, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
