@@ -2,16 +2,28 @@
 
 One module per idea:
 
-- ``walk``     -- the autograd graph as plain data: nodes, edges and stable ids.
-- ``describe`` -- a tensor in a few words (values if small, shape and norm if large).
-- ``render``   -- ``draw()``: the graph as a Graphviz diagram (``Diagram``).
-- ``trace``    -- ``trace_backward()``: record a real backward pass, node by node.
-- ``stepper``  -- ``step_backward()`` / ``step_forward()``: widgets that replay it.
-- ``checks``   -- the functions exercise check cells call.
-- ``release``  -- builds the learner copies in ``notebooks/`` from ``solutions/``.
+- ``walk``        -- the autograd graph as plain data: nodes, edges and stable ids.
+- ``describe``    -- a tensor in a few words (values if small, shape and norm if large).
+- ``render``      -- ``draw()``: the graph as a Graphviz diagram (``Diagram``).
+- ``trace``       -- ``trace_backward()``: record a real backward pass, node by node.
+- ``stepper``     -- ``step_backward()`` / ``step_forward()``: widgets that replay it.
+- ``checks``      -- the functions exercise check cells call.
+- ``release``     -- builds the learner copies in ``notebooks/`` from ``solutions/``.
 - ``setup_check`` -- ``check_setup()``: is this machine ready for the course?
 """
+from . import checks
 from .render import Diagram, draw
 from .setup_check import check_setup
 
-__all__ = ["Diagram", "draw", "check_setup"]
+_LATER = {"trace_backward": "trace", "BackwardTrace": "trace",
+          "step_backward": "stepper", "step_forward": "stepper", "BackwardStepper": "stepper"}
+
+
+def __getattr__(name):
+    if name in _LATER:
+        import importlib
+        return getattr(importlib.import_module(f".{_LATER[name]}", __name__), name)
+    raise AttributeError(f"module 'helpers' has no attribute {name!r}")
+
+
+__all__ = ["Diagram", "draw", "check_setup", "checks", *_LATER]

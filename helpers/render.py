@@ -38,6 +38,7 @@ COLORS = {
     "leaf": "lightblue",
     "fn": "lightgrey",
     "saved": "orange",
+    "freed": "white",
     "output": "darkolivegreen1",
     "base": "darkolivegreen3",
 }
@@ -155,6 +156,8 @@ def labels(graph, grad_texts=None):
             out[node.id] = _fn_label(node)
         elif node.kind == "saved":
             out[node.id] = _saved_label(node, same.get(node.id))
+        elif node.kind == "freed":
+            out[node.id] = f"{node.name}\nfreed"
         else:
             out[node.id] = _tensor_label(node, grad_texts.get(node.id) if node.kind == "leaf" else None)
     return out
@@ -162,6 +165,7 @@ def labels(graph, grad_texts=None):
 
 EDGE_STYLE = {
     "saved": {"dir": "none", "class": "ag-saved"},
+    "freed": {"dir": "none", "style": "dashed", "class": "ag-saved"},
     # "same" only points out identity; it must not pull the layout around.
     "same": {"dir": "none", "style": "dashed", "color": "darkorange", "constraint": "false",
              "class": "ag-same"},
@@ -193,10 +197,14 @@ def to_dot(graph, *, grad_texts=None, legend=False):
         text = texts[node.id].replace("\n", "\\l") + "\\l"
         if node.kind == "fn":
             dot.node(node.id, text, id=node.id)
+        elif node.kind == "freed":  # an empty dashed box where the buffer was
+            dot.node(node.id, text, id=node.id, fillcolor=COLORS["freed"], style="dashed,filled",
+                     fontcolor="grey40", color="grey50", **{"class": "ag-freed"})
         else:
             dot.node(node.id, text, id=node.id, fillcolor=COLORS[node.kind], **{"class": f"ag-{node.kind}"})
     for e in graph.edges:
-        dot.edge(e.tail.id, e.head.id, id=e.id, **EDGE_STYLE.get(e.kind, {}))
+        kind = "freed" if e.kind == "saved" and e.tail.kind == "freed" else e.kind
+        dot.edge(e.tail.id, e.head.id, id=e.id, **EDGE_STYLE.get(kind, {}))
     if legend:
         _add_legend(dot, graph.prefix)
     return dot.source
@@ -275,19 +283,22 @@ class Diagram:
 
 
 def draw(root, params=None, *, show_saved=False, show_attrs=False, show_grads=False,
-         legend=False, max_nodes=2000):
+         mark_freed=False, legend=False, max_nodes=2000):
     """Draw the backward graph of ``root`` (a tensor, or a tuple of tensors).
 
     ``params``: ``{name: tensor}`` (or ``model.named_parameters()``) to name leaves.
     ``show_saved``: add the tensors each Node saved for backward (orange).
     ``show_attrs``: list each Node's non-tensor saved attributes (dims, sizes...).
     ``show_grads``: write each leaf's current ``.grad`` in its box.
+    ``mark_freed``: after a ``backward()`` that freed the saved tensors, draw each
+    freed slot as an empty dashed box instead of refusing.
     ``legend``: add a colour key. ``max_nodes``: refuse larger graphs, with their size.
 
     >>> w = torch.tensor(2.0, requires_grad=True)
     >>> draw(w * 3 + 1, {"w": w})          # doctest: +SKIP
     """
-    graph = walk(root, params, show_saved=show_saved, show_attrs=show_attrs, max_nodes=max_nodes)
+    graph = walk(root, params, show_saved=show_saved, show_attrs=show_attrs,
+                 mark_freed=mark_freed, max_nodes=max_nodes)
     grads = None
     if show_grads:
         grads = {n.id: describe(n.obj.grad) for n in graph.nodes if n.kind == "leaf"}

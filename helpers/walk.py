@@ -43,8 +43,8 @@ class GraphError(ValueError):
 @dataclass(eq=False)
 class Node:
     id: str
-    kind: str  # "fn" | "leaf" | "saved" | "output" | "base"
-    obj: Any  # the autograd Node, or the tensor
+    kind: str  # "fn" | "leaf" | "saved" | "freed" | "output" | "base"
+    obj: Any  # the autograd Node, or the tensor (None for a freed saved tensor)
     name: str  # "MulBackward0", "w", "self", ...
     attrs: dict = field(default_factory=dict)  # non-tensor saved attributes ("show_attrs")
 
@@ -141,7 +141,7 @@ def _next_fns(fn):
     return getattr(fn, "next_functions", ())
 
 
-def count_nodes(roots, show_saved=False):
+def count_nodes(roots, show_saved=False, mark_freed=False):
     """Number of nodes ``walk`` would draw: a quick, loop-only pass (no labels)."""
     seen, queue, count = set(), [r.grad_fn for r in roots], len(roots)
     while queue:
@@ -151,7 +151,7 @@ def count_nodes(roots, show_saved=False):
         seen.add(fn)
         count += 1 + hasattr(fn, "variable")
         if show_saved:
-            count += sum(len(_saved_tensor_slots(fn, name)) for name in _saved_names(fn))
+            count += sum(len(_saved_tensor_slots(fn, name, mark_freed)) for name in _saved_names(fn))
         queue.extend(u for u, _ in _next_fns(fn))
     return count
 
@@ -166,24 +166,34 @@ def _saved_names(fn):
 def _freed_message(fn):
     return (
         f"The saved tensors of {type(fn).__name__} were freed by an earlier backward(). "
-        "Draw with show_saved=False and show_attrs=False, or run the forward again and call "
+        "Draw with mark_freed=True to see which were freed, or run the forward again and call "
         "backward(retain_graph=True) to keep them."
     )
 
 
-def _get_saved(fn, name):
+FREED = object()  # stands for a saved tensor that a backward() has freed
+
+
+def _get_saved(fn, name, mark_freed=False):
     try:
         return getattr(fn, name)
     except RuntimeError as err:
-        if "freed" in str(err) or "second time" in str(err):
+        if "freed" not in str(err) and "second time" not in str(err):
+            raise
+        if not mark_freed:
             raise GraphError(_freed_message(fn)) from None
-        raise
+        raw = getattr(fn, "_raw" + name, None)  # _raw_saved_x: the SavedTensor slot(s), still there
+        return [FREED] * len(raw) if isinstance(raw, (tuple, list)) else FREED
 
 
-def _saved_tensor_slots(fn, name):
-    """[(label, tensor)] for one ``_saved_*`` attribute (or a Function's saved_tensors)."""
-    val = _get_saved(fn, name)
+def _saved_tensor_slots(fn, name, mark_freed=False):
+    """[(label, tensor or FREED)] for one ``_saved_*`` attribute (or a Function's saved_tensors)."""
+    val = _get_saved(fn, name, mark_freed)
     label = name[len(SAVED_PREFIX):] if name.startswith(SAVED_PREFIX) else "saved"
+    if val is FREED:
+        return [(label, FREED)]
+    if isinstance(val, (tuple, list)) and val and val[0] is FREED:
+        return [(f"{label}[{i}]", FREED) for i in range(len(val))]
     if isinstance(val, torch.Tensor):
         return [(label, val)]
     if isinstance(val, (tuple, list)):
@@ -191,14 +201,16 @@ def _saved_tensor_slots(fn, name):
     return []
 
 
-def _attrs(fn):
+def _attrs(fn, mark_freed=False):
     """Non-tensor saved attributes (dims, sizes, scalars) for ``show_attrs``."""
     out = {}
     for name in _saved_names(fn):
         if not name.startswith(SAVED_PREFIX):
             continue
-        val = _get_saved(fn, name)
-        if isinstance(val, torch.Tensor):
+        val = _get_saved(fn, name, mark_freed)
+        if val is FREED or (isinstance(val, list) and val and val[0] is FREED):
+            val = "[freed]"
+        elif isinstance(val, torch.Tensor):
             val = "[saved tensor]"
         elif isinstance(val, (tuple, list)) and any(isinstance(t, torch.Tensor) for t in val):
             val = "[saved tensors]"
@@ -206,17 +218,18 @@ def _attrs(fn):
     return out
 
 
-def walk(root, params=None, *, show_saved=False, show_attrs=False, max_nodes=2000):
+def walk(root, params=None, *, show_saved=False, show_attrs=False, mark_freed=False, max_nodes=2000):
     """Walk the backward graph of ``root`` (a tensor or a tuple of tensors) into a ``Graph``.
 
     ``params`` names tensors: a dict ``{name: tensor}`` or pairs such as
     ``model.named_parameters()``. Raises ``GraphError`` with one sentence when
     the input is wrong, the graph is larger than ``max_nodes``, or saved tensors
-    were asked for after a backward freed them.
+    were asked for after a backward freed them -- unless ``mark_freed=True``, which
+    draws each freed slot as a "freed" node instead.
     """
     roots = as_roots(root)
     names = _param_names(params)
-    total = count_nodes(roots, show_saved)
+    total = count_nodes(roots, show_saved, mark_freed)
     if total > max_nodes:
         raise GraphError(
             f"This graph has {total:,} nodes, more than max_nodes={max_nodes:,}. Draw a smaller part "
@@ -242,15 +255,16 @@ def walk(root, params=None, *, show_saved=False, show_attrs=False, max_nodes=200
         if node is None:
             node = g.add_node("fn", fn, type(fn).__name__)
             if show_attrs:
-                node.attrs = _attrs(fn)
+                node.attrs = _attrs(fn, mark_freed)
             if hasattr(fn, "variable"):  # AccumulateGrad: the leaf it fills
                 var = fn.variable
                 leaf = g.add_node("leaf", var, names.get(id(var), ""))
                 g.add_edge(leaf, node, "grad")
             if show_saved:
                 for name in _saved_names(fn):
-                    for label, t in _saved_tensor_slots(fn, name):
-                        saved = g.add_node("saved", t, label)
+                    for label, t in _saved_tensor_slots(fn, name, mark_freed):
+                        saved = (g.add_node("freed", None, label) if t is FREED
+                                 else g.add_node("saved", t, label))
                         g.add_edge(saved, node, "saved")  # drawn above the Node that uses it
             for i, (u, _) in enumerate(_next_fns(fn)):
                 if u is not None:

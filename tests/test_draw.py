@@ -256,8 +256,24 @@ def test_saved_tensors_freed_by_backward(option):
         draw(y, **{option: True})
     msg = str(err.value)
     assert "freed by an earlier backward()" in msg and "retain_graph=True" in msg
+    assert "mark_freed=True" in msg
     assert msg.count(". ") <= 1  # one sentence of what, one of what to do
     draw(y)  # without saved tensors the graph is still drawable
+
+
+def test_mark_freed_draws_the_freed_slots(engine):
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    y = (x.exp() * x).sum()
+    before = draw(y, {"x": x}, show_saved=True)
+    y.backward()
+    after = draw(y, {"x": x}, show_saved=True, show_attrs=True, mark_freed=True)
+    saved_before = sorted(n.name for n in before.graph.nodes if n.kind == "saved")
+    freed_after = sorted(n.name for n in after.graph.nodes if n.kind == "freed")
+    assert saved_before == freed_after == ["other", "result", "self"]
+    assert not any(n.kind == "saved" for n in after.graph.nodes)
+    node = next(n for n in after.graph.nodes if n.kind == "freed")
+    assert node_text(after.svg, node.id) == f"{node.name} freed" and node_fill(after.svg, node.id) == "white"
+    assert "[freed]" in after.source  # show_attrs lists the freed tensor attributes too
 
 
 def test_params_must_name_tensors():
