@@ -125,13 +125,19 @@ def _tensor_label(node, grad_text=None):
     return "\n".join(lines)
 
 
-def _fn_label(node):
+def _fn_label(node, grad_text=None):
+    head = [node.name]
+    if node.result is not None:  # a tensor the learner named, e.g. params={"h": h}
+        name, t = node.result
+        head.append(f"-> {name} {shape_text(t)}")
+        if grad_text is not None:
+            head.append(f"grad {grad_text}")
     if not node.attrs:
-        return node.name
+        return "\n".join(head)
     width = max(len(k) for k in node.attrs)
     rows = [f"{k:<{width}}: {_short(v)}" for k, v in node.attrs.items()]
-    rule = "-" * max(len(node.name), *(len(r) for r in rows))
-    return "\n".join([node.name, rule, *rows])
+    rule = "-" * max(*(len(h) for h in head), *(len(r) for r in rows))
+    return "\n".join([*head, rule, *rows])
 
 
 def _short(value, limit=40):
@@ -153,7 +159,7 @@ def labels(graph, grad_texts=None):
     out = {}
     for node in graph.nodes:
         if node.kind == "fn":
-            out[node.id] = _fn_label(node)
+            out[node.id] = _fn_label(node, grad_texts.get(node.id))
         elif node.kind == "saved":
             out[node.id] = _saved_label(node, same.get(node.id))
         elif node.kind == "freed":
@@ -276,17 +282,18 @@ class Diagram:
 
     def __repr__(self):
         kinds = [n.kind for n in self.graph.nodes]
-        return (
-            f"<Diagram: {kinds.count('fn')} backward nodes, {kinds.count('leaf')} leaves, "
-            f"{len(self.graph.edges)} edges>"
-        )
+        counts = [(kinds.count("fn"), "backward node", "backward nodes"),
+                  (kinds.count("leaf"), "leaf", "leaves"), (len(self.graph.edges), "edge", "edges")]
+        text = ", ".join(f"{n} {one if n == 1 else many}" for n, one, many in counts)
+        return f"<Diagram: {text}>"
 
 
 def draw(root, params=None, *, show_saved=False, show_attrs=False, show_grads=False,
          mark_freed=False, legend=False, max_nodes=2000):
     """Draw the backward graph of ``root`` (a tensor, or a tuple of tensors).
 
-    ``params``: ``{name: tensor}`` (or ``model.named_parameters()``) to name leaves.
+    ``params``: ``{name: tensor}`` (or ``model.named_parameters()``) to name tensors:
+    leaves in their own box, intermediate results inside the Node that made them.
     ``show_saved``: add the tensors each Node saved for backward (orange).
     ``show_attrs``: list each Node's non-tensor saved attributes (dims, sizes...).
     ``show_grads``: write each leaf's current ``.grad`` in its box.
@@ -302,6 +309,9 @@ def draw(root, params=None, *, show_saved=False, show_attrs=False, show_grads=Fa
     grads = None
     if show_grads:
         grads = {n.id: describe(n.obj.grad) for n in graph.nodes if n.kind == "leaf"}
+        # Named intermediates show a gradient only if they kept one (retain_grad()).
+        grads.update({n.id: describe(n.result[1].grad) for n in graph.nodes
+                      if n.result is not None and n.result[1].retains_grad})
     return Diagram(graph, to_dot(graph, grad_texts=grads, legend=legend))
 
 

@@ -47,6 +47,7 @@ class Node:
     obj: Any  # the autograd Node, or the tensor (None for a freed saved tensor)
     name: str  # "MulBackward0", "w", "self", ...
     attrs: dict = field(default_factory=dict)  # non-tensor saved attributes ("show_attrs")
+    result: Optional[tuple] = None  # (name, tensor): a named intermediate this Node produced
 
 
 @dataclass(eq=False)
@@ -156,11 +157,15 @@ def count_nodes(roots, show_saved=False, mark_freed=False):
     return count
 
 
+def _is_custom(fn):
+    """A custom autograd.Function's node: it is its own ``ctx``."""
+    return isinstance(fn, torch.autograd.function.BackwardCFunction)
+
+
 def _saved_names(fn):
-    names = [a for a in dir(fn) if a.startswith(SAVED_PREFIX)]
-    if hasattr(fn, "saved_tensors") and not names:  # a custom autograd.Function
-        names = ["saved_tensors"]
-    return names
+    if _is_custom(fn):
+        return ["saved_tensors"]
+    return [a for a in dir(fn) if a.startswith(SAVED_PREFIX)]
 
 
 def _freed_message(fn):
@@ -182,7 +187,9 @@ def _get_saved(fn, name, mark_freed=False):
             raise
         if not mark_freed:
             raise GraphError(_freed_message(fn)) from None
-        raw = getattr(fn, "_raw" + name, None)  # _raw_saved_x: the SavedTensor slot(s), still there
+        if _is_custom(fn):  # a freed custom Function no longer says how many it saved
+            return FREED
+        raw = getattr(fn, "_raw" + name, None)  # _raw_saved_x: the SavedTensor slot(s), kept when freed
         return [FREED] * len(raw) if isinstance(raw, (tuple, list)) else FREED
 
 
@@ -202,7 +209,13 @@ def _saved_tensor_slots(fn, name, mark_freed=False):
 
 
 def _attrs(fn, mark_freed=False):
-    """Non-tensor saved attributes (dims, sizes, scalars) for ``show_attrs``."""
+    """Non-tensor saved attributes (dims, sizes, scalars) for ``show_attrs``.
+
+    For a custom Function these are the plain attributes its ``ctx`` was given
+    (``ctx.constant = c``); built-in Nodes expose theirs as ``_saved_*``.
+    """
+    if _is_custom(fn):
+        return {k: "[tensor]" if isinstance(v, torch.Tensor) else v for k, v in vars(fn).items()}
     out = {}
     for name in _saved_names(fn):
         if not name.startswith(SAVED_PREFIX):
@@ -228,7 +241,7 @@ def walk(root, params=None, *, show_saved=False, show_attrs=False, mark_freed=Fa
     draws each freed slot as a "freed" node instead.
     """
     roots = as_roots(root)
-    names = _param_names(params)
+    names, results = _param_names(params)
     total = count_nodes(roots, show_saved, mark_freed)
     if total > max_nodes:
         raise GraphError(
@@ -253,7 +266,7 @@ def walk(root, params=None, *, show_saved=False, show_attrs=False, mark_freed=Fa
         head += 1
         node = g._by_fn.get(fn)
         if node is None:
-            node = g.add_node("fn", fn, type(fn).__name__)
+            node = g.add_node("fn", fn, type(fn).__name__, result=results.get(fn))
             if show_attrs:
                 node.attrs = _attrs(fn, mark_freed)
             if hasattr(fn, "variable"):  # AccumulateGrad: the leaf it fills
@@ -289,10 +302,12 @@ def _link_same_tensors(g):
 
 
 def _param_names(params):
+    """{id(tensor): name} for every named tensor, and {grad_fn: (name, tensor)} for the
+    named tensors that are not leaves (drawn inside the Node that produced them)."""
     if params is None:
-        return {}
+        return {}, {}
     items = params.items() if hasattr(params, "items") else params
-    names = {}
+    names, results = {}, {}
     try:
         for name, t in items:
             if not isinstance(t, torch.Tensor):
@@ -301,10 +316,12 @@ def _param_names(params):
                     "e.g. dict(model.named_parameters())."
                 )
             names[id(t)] = str(name)
+            if t.grad_fn is not None:
+                results[t.grad_fn] = (str(name), t)
     except (TypeError, ValueError) as err:
         if isinstance(err, GraphError):
             raise
         raise GraphError(
             "params must be a dict {name: tensor} or pairs like model.named_parameters()."
         ) from None
-    return names
+    return names, results

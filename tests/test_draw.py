@@ -1,4 +1,5 @@
 """helpers.draw: the picture, its ids, its errors, and both Graphviz back ends."""
+import html
 import os
 import re
 import shutil
@@ -32,7 +33,7 @@ def node_fill(svg, node_id):
 
 def node_text(svg, node_id):
     block = svg.split(f'<g id="{node_id}"', 1)[1].split("</g>", 1)[0]
-    return " ".join(re.findall(r">([^<]*)</text>", block))
+    return html.unescape(" ".join(re.findall(r">([^<]*)</text>", block)))
 
 
 @pytest.fixture(params=["system", "pure"])
@@ -320,3 +321,45 @@ def test_check_setup_says_how_to_install_graphviz(monkeypatch, tmp_path, capsys)
     assert "❌ Graphviz" in out and "apt-get install graphviz" in out and "pip install graphviz-pure" in out
     with pytest.raises(RuntimeError, match="No Graphviz found"):
         draw(line()[3]).svg
+
+
+def test_named_intermediates_are_drawn_inside_their_node():
+    w, x, b, y = line()
+    h = w * x
+    h.retain_grad()
+    out = h + b
+    d = draw(out, {"w": w, "h": h}, show_grads=True)
+    assert node_text(d.svg, d.id_of(h.grad_fn)) == "MulBackward0 -> h () grad None"
+    out.backward(retain_graph=True)
+    d = draw(out, {"w": w, "h": h}, show_grads=True, show_attrs=True)
+    assert node_text(d.svg, d.id_of(h.grad_fn)).startswith("MulBackward0 -> h () grad 1 ---")
+    assert "-> h" not in draw(out, {"w": w}).source
+
+
+class MulConstant(torch.autograd.Function):
+    @staticmethod
+    def forward(x, c):
+        return x * c
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.constant = inputs[1]
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.constant, None
+
+
+def test_custom_function_saved_tensors_and_ctx_attributes():
+    x = torch.ones(2, requires_grad=True)
+    y = MulConstant.apply(x, 3.0)
+    d = draw(y, {"x": x}, show_saved=True, show_attrs=True)
+    assert "constant: 3.0" in node_text(d.svg, d.id_of(y.grad_fn))
+    saved = [n for n in d.graph.nodes if n.kind == "saved"]
+    assert [n.name for n in saved] == ["saved[0]"]
+    y.sum().backward()
+    with pytest.raises(GraphError, match="MulConstantBackward were freed"):
+        draw(y, show_saved=True)
+    d = draw(y, show_saved=True, mark_freed=True)
+    assert [n.name for n in d.graph.nodes if n.kind == "freed"] == ["saved"]
