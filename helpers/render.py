@@ -30,7 +30,7 @@ from pathlib import Path
 
 import graphviz
 
-from .describe import describe, shape_text
+from .describe import MAX_VALUES, describe, shape_text
 from .walk import GraphError, walk
 
 FONT = "Courier"  # graphviz-pure has metrics for Courier but not for "monospace"
@@ -147,6 +147,8 @@ def _short(value, limit=40):
 
 def _saved_label(node, same_as):
     lines = [node.name, shape_text(node.obj)]
+    if node.obj.numel() <= MAX_VALUES:  # small saved tensors show their values
+        lines.append(f"= {describe(node.obj)}")
     if same_as is not None:
         lines.append(f"same tensor as {same_as.name or same_as.kind}")
     return "\n".join(lines)

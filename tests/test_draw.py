@@ -177,6 +177,7 @@ def test_saved_input_is_drawn_separately_from_the_leaf(engine):
     assert sorted((e.tail.name, e.head.id) for e in same) == [("other", leaf.id), ("self", leaf.id)]
     assert node_fill(d.svg, leaf.id) == "lightblue"
     assert "same tensor as x" in node_text(d.svg, saved[0].id)
+    assert node_text(d.svg, saved[0].id).startswith(f"{saved[0].name} (2) = [1, 2]")
     # Both of MulBackward0's inputs are x: two edges, one per next_functions slot.
     mul = y.grad_fn.next_functions[0][0]
     assert d.edge_id(mul, 0) != d.edge_id(mul, 1)
