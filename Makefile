@@ -36,7 +36,7 @@ system-deps:
 test: $(VENV)/.dev-installed system-deps
 	$(BIN)/python -m pytest
 
-student: $(VENV)/.lab-installed
+student: $(VENV)/.dev-installed
 	$(BIN)/python -m helpers.release
 
 bench: $(VENV)/.dev-installed

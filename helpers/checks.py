@@ -19,8 +19,10 @@ Learner code that raises inside a check (say, a ``backward`` with a typo) is
 reported as feedback: an ``AssertionError`` naming the learner's function and
 the exception, not a traceback from inside this module. A learner function
 that still raises ``NotImplementedError()`` is reported as "not implemented
-yet". Frames of this module are marked ``__tracebackhide__`` so IPython and
-pytest show only the learner's own cell.
+yet". The error raised is ``CheckFailed``, an ``AssertionError`` that Jupyter
+shows as its one-line message with no traceback (the message is the
+feedback; frames inside this module would only distract), and whose frames
+pytest hides (``__tracebackhide__``).
 
 The checks never touch the learner's tensors: gradients are computed with
 ``torch.autograd.grad`` (which fills no ``.grad``) on fresh float64 copies.
@@ -30,7 +32,14 @@ import numbers
 
 import torch
 
-__all__ = ["check_value", "check_equal", "check_function"]
+__all__ = ["check_value", "check_equal", "check_function", "CheckFailed"]
+
+
+class CheckFailed(AssertionError):
+    """A failing check: shown in Jupyter as one line, the feedback, without a traceback."""
+
+    def _render_traceback_(self):  # IPython calls this instead of formatting a traceback
+        return [f"\x1b[0;31mAssertionError\x1b[0m: {self}"]
 
 
 # ---------------------------------------------------------------- check_value
@@ -77,14 +86,14 @@ def check_value(name, answer, expected, *, rtol=1e-4, atol=1e-6):
         if abs(g + w) <= atol + rtol * abs(w):
             _fail(f"`{name}` has the wrong sign.")
         direction = "too large" if g > w else "too small"
-        by = f" (off by about {_percent(abs(g - w) / abs(w))})" if w != 0 else ""
+        by = f" (by {_band(abs(g - w) / abs(w))})" if w != 0 else ""
         _fail(f"`{name}` is {direction}{by}.")
 
     bad = (~close).nonzero().tolist()
     where = ", ".join(str(tuple(i)) if len(i) > 1 else str(i[0]) for i in bad[:3])
     more = ", ..." if len(bad) > 3 else ""
     rel = _relative_error(got, want)
-    size = f"; the largest error is about {_percent(rel)} of the largest expected entry" if rel else ""
+    size = f"; the largest error is {_band(rel)} of the largest expected entry" if rel else ""
     _fail(f"`{name}` is off in {len(bad)} of {want.numel()} entries (at {where}{more}){size}.")
 
 
@@ -111,6 +120,12 @@ def check_equal(name, answer, expected):
 
     if isinstance(expected, (set, frozenset)) and isinstance(answer, (list, tuple, set, frozenset)):
         answer = set(answer)
+    if isinstance(expected, tuple):
+        expected = list(expected)
+    if isinstance(answer, tuple):
+        answer = list(answer)
+    if isinstance(answer, torch.Tensor) and answer.numel() == 1 and isinstance(expected, numbers.Number):
+        answer = answer.item()  # a count computed with torch, e.g. (x > 0).sum()
     want_kind, got_kind = _discrete_kind(expected), _discrete_kind(answer)
     if got_kind != want_kind:
         _fail(f"`{name}` should be {want_kind}, not {type(answer).__name__}.")
@@ -135,11 +150,12 @@ def check_equal(name, answer, expected):
         if sorted(map(repr, answer)) == sorted(map(repr, expected)):
             _fail(f"`{name}` has the right items in the wrong order.")
         wrong = sum(a != e for a, e in zip(answer, expected))
-        _fail(f"`{name}` is not quite right: {wrong} of {len(expected)} items are wrong.")
+        _fail(f"`{name}` is not quite right: {wrong} of {len(expected)} items "
+              f"{'is' if wrong == 1 else 'are'} wrong.")
     if want_kind == "a dict":
         wrong = len(set(answer) ^ set(expected)) + sum(
             answer[k] != expected[k] for k in set(answer) & set(expected))
-        _fail(f"`{name}` is not quite right: {_items(wrong)} differ.")
+        _fail(f"`{name}` is not quite right: {_items(wrong)} {'differs' if wrong == 1 else 'differ'}.")
     _fail(f"`{name}` is not quite right.")
 
 
@@ -235,7 +251,7 @@ def check_function(fn, *inputs, reference=None, second_order=False, rtol=None, a
 
 def _fail(message):
     __tracebackhide__ = True
-    raise AssertionError(message) from None
+    raise CheckFailed(message) from None
 
 
 def _not_done(name):
@@ -295,9 +311,14 @@ def _shape(t):
     return tuple(t.shape)
 
 
-def _percent(fraction):
-    pct = 100 * fraction
-    return f"{pct:.0f}%" if pct >= 10 else f"{pct:.2g}%"
+def _band(fraction):
+    """How far off, in coarse bands: an exact percentage would give the answer away
+    (a learner who knows their value, the direction and the % can solve for it)."""
+    if fraction < 0.01:
+        return "less than 1%"
+    if fraction < 0.1:
+        return "less than 10%"
+    return "more than 10%" if fraction < 1 else "more than 100%"
 
 
 def _relative_error(got, want):
@@ -479,7 +500,7 @@ def _compare_grads(name, what, arg_names, got, want, rtol, atol, compared_with="
             problems.append(f"the {what} for `{arg}` has the wrong sign")
             continue
         err, rel = (g - w).abs().max().item(), _relative_error(g, w)
-        size = f" (about {_percent(rel)} of its largest entry)" if rel else ""
+        size = f" ({_band(rel)} of its largest entry)" if rel else ""
         problems.append(f"the {what} for `{arg}` is off by up to {err:.2g}{size}")
     if problems:
         _fail(f"{name}: " + "; ".join(problems) + f"{compared_with}.")
