@@ -42,6 +42,7 @@ student: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/draw.py
 	$(BIN)/python benchmarks/stepper.py
+	$(BIN)/python benchmarks/notebooks.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -14,16 +14,12 @@ One module per idea:
 from . import checks
 from .render import Diagram, draw
 from .setup_check import check_setup
+from .stepper import BackwardStepper, ForwardStepper, step_backward, step_forward
+from .trace import BackwardTrace, Step, TraceError, trace_backward
 
-_LATER = {"trace_backward": "trace", "BackwardTrace": "trace",
-          "step_backward": "stepper", "step_forward": "stepper", "BackwardStepper": "stepper"}
-
-
-def __getattr__(name):
-    if name in _LATER:
-        import importlib
-        return getattr(importlib.import_module(f".{_LATER[name]}", __name__), name)
-    raise AttributeError(f"module 'helpers' has no attribute {name!r}")
-
-
-__all__ = ["Diagram", "draw", "check_setup", "checks", *_LATER]
+__all__ = [
+    "draw", "Diagram",
+    "trace_backward", "BackwardTrace", "Step", "TraceError",
+    "step_backward", "step_forward", "BackwardStepper", "ForwardStepper",
+    "checks", "check_setup",
+]

@@ -146,7 +146,8 @@ def check_equal(name, answer, expected):
         _fail(f"`{name}` is not quite right: " + " and ".join(p for p in parts if p[0] != "0") + ".")
     if want_kind == "a list":
         if len(answer) != len(expected):
-            _fail(f"`{name}` has {len(answer)} items; expected {len(expected)}.")
+            # Only the direction: the expected length can itself be the answer.
+            _fail(f"`{name}` has too {'many' if len(answer) > len(expected) else 'few'} items.")
         if sorted(map(repr, answer)) == sorted(map(repr, expected)):
             _fail(f"`{name}` has the right items in the wrong order.")
         wrong = sum(a != e for a, e in zip(answer, expected))
@@ -207,7 +208,7 @@ def check_function(fn, *inputs, reference=None, second_order=False, rtol=None, a
     forward, backward = _phase_names(fn, name)
 
     xs = _fresh(inputs)
-    outs = _outputs(name, _run(forward, lambda: call(*xs)))
+    outs = _outputs(name, _run(forward, lambda: call(*xs), fn))
     if not numerical:
         ref_xs = _fresh(inputs)
         ref_call = reference.apply if _is_function_class(reference) else reference
@@ -216,7 +217,7 @@ def check_function(fn, *inputs, reference=None, second_order=False, rtol=None, a
 
     # First order: vector-Jacobian products with a fixed random upstream gradient.
     vs = _random_like(outs, seed=0)
-    got = _run(backward, lambda: _vjp(outs, vs, [xs[i] for i in diff], create_graph=second_order))
+    got = _run(backward, lambda: _vjp(outs, vs, [xs[i] for i in diff], create_graph=second_order), fn)
     if numerical:
         want = _numerical_grads(lambda a: _probe(_outputs(name, call(*a)), vs), xs, diff, forward)
     else:
@@ -254,20 +255,19 @@ def _fail(message):
     raise CheckFailed(message) from None
 
 
-def _not_done(name):
+def _not_done(name, could_be_a_gradient=False):
     __tracebackhide__ = True
-    if name.endswith(".grad"):
-        _fail(f"`{name}` is None: no gradient has reached it "
-              f"(did backward() run, and does the tensor require grad?).")
-    _fail(f"`{name}` is still None: not implemented yet -- "
-          f"write your answer in the exercise cell above.")
+    if could_be_a_gradient:
+        _fail(f"`{name}` is None: either it is not written yet (see the exercise cell above), or it "
+              f"is a gradient that never arrived (did backward() run, and does the tensor require grad?).")
+    _fail(f"`{name}` is still None: not written yet -- write your answer in the exercise cell above.")
 
 
 def _answer_tensor(name, answer):
     """The learner's answer as a tensor, or a clear AssertionError."""
     __tracebackhide__ = True
     if answer is None:
-        _not_done(name)
+        _not_done(name, could_be_a_gradient=True)
     if isinstance(answer, torch.Tensor):
         return answer.detach().cpu()
     if isinstance(answer, (str, bytes, dict, set)):
@@ -367,20 +367,40 @@ def _phase_names(fn, name):
     return name, f"the backward pass through {name}"
 
 
-def _run(where, thunk):
+def _learner_method(error, fn):
+    """``Name.method`` of the innermost method of Function class ``fn`` that the error passed
+    through (so a ``raise`` in ``setup_context`` is not blamed on ``forward``), or None."""
+    if not _is_function_class(fn):
+        return None
+    codes = {}
+    for method in ("forward", "setup_context", "backward", "vjp", "jvp", "vmap"):
+        code = getattr(getattr(fn, method, None), "__code__", None)
+        if code is not None:
+            codes[code] = f"{fn.__name__}.{method}"
+    found, tb = None, error.__traceback__
+    while tb is not None:
+        found = codes.get(tb.tb_frame.f_code, found)
+        tb = tb.tb_next
+    return found
+
+
+def _run(where, thunk, fn=None):
     """Run learner code; turn its exceptions into one-sentence feedback."""
     __tracebackhide__ = True
     try:
         return thunk()
-    except NotImplementedError as error:
-        if not str(error):
-            _fail(f"{where} is not implemented yet: replace `raise NotImplementedError()` "
-                  f"with your code.")
-        _fail(f"{where} raised NotImplementedError: {_first_line(error)}")
-    except AssertionError:
+    except (AssertionError, KeyboardInterrupt):
         raise
     except Exception as error:  # the learner's code may raise anything
-        _fail(f"{where} raised {type(error).__name__}: {_first_line(error)}")
+        where = _learner_method(error, fn) or where
+        _fail(_feedback(where, error))
+
+
+def _feedback(where, error):
+    if isinstance(error, NotImplementedError):
+        if not str(error):
+            return f"{where} is not implemented yet: replace `raise NotImplementedError()` with your code."
+    return f"{where} raised {type(error).__name__}: {_first_line(error)}"
 
 
 def _first_line(error):

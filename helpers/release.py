@@ -22,9 +22,11 @@ What nbgrader does not do, and this module adds:
   metadata (``autograd_lab.fingerprint``) a fingerprint of everything a person
   edits: cell types, sources, tags and nbgrader metadata -- not outputs, since
   running a notebook is not editing it. If a copy no longer matches its
-  fingerprint it was edited by hand, and the release refuses: it writes
-  nothing, names the file and exits 1. ``--force`` overwrites, after keeping
-  the edited file as ``notebooks/NAME.ipynb.bak`` (``.bak2``, ... if that exists).
+  fingerprint it was edited by hand (a copy with no record was not written by
+  this command at all), and unless its cells already equal the new copy's, the
+  release refuses: it writes nothing, names the file and exits 1. ``--force``
+  overwrites, after keeping the old file as ``notebooks/NAME.ipynb.bak``
+  (``.bak2``, ... if that exists).
 - Determinism: the same solutions give byte-identical copies (nbformat's stable
   JSON, no timestamps, cell ids copied from the source).
 - A leak guard: no solution, hidden-test or mark-scheme marker may survive.
@@ -42,8 +44,13 @@ import sys
 from pathlib import Path
 
 import nbformat
-from nbgrader.preprocessors import (CheckCellMetadata, ClearHiddenTests, ClearMarkScheme,
-                                    ClearOutput, ClearSolutions, ComputeChecksums, LockCells)
+
+try:  # a course-building tool, installed with the test dependencies, not the learners'
+    from nbgrader.nbgraderformat import MetadataValidator
+    from nbgrader.preprocessors import (CheckCellMetadata, ClearHiddenTests, ClearMarkScheme,
+                                        ClearOutput, ClearSolutions, ComputeChecksums, LockCells)
+except ImportError:  # pragma: no cover
+    MetadataValidator = None
 
 SOLUTIONS, NOTEBOOKS = "solutions", "notebooks"
 STAMP = "autograd_lab"  # notebook metadata key of a learner copy's record
@@ -67,6 +74,9 @@ def _quiet_log():
 
 def _pipeline():
     """nbgrader generate_assignment's preprocessors, minus the gradebook ones."""
+    if MetadataValidator is None:
+        raise ReleaseError("Building learner copies needs nbgrader: install it with "
+                           "`pip install -r requirements-dev.txt`.")
     log = _quiet_log()
     return [cls(log=log) for cls in (LockCells, ClearSolutions, ClearOutput, CheckCellMetadata,
                                      ClearHiddenTests, ClearMarkScheme, ComputeChecksums,
@@ -85,18 +95,20 @@ def learner_copy(nb, source="solutions/notebook.ipynb"):
     # YOUR CODE HERE
     raise NotImplementedError()
     """
+    pipeline = _pipeline()
+    _validate(nb, source)
     nb = copy.deepcopy(nb)
     resources = {}
     try:
-        for preprocessor in _pipeline():
+        for preprocessor in pipeline:
             nb, resources = preprocessor.preprocess(nb, resources)
-    except Exception as error:  # nbgrader raises RuntimeError / ValidationError
-        raise ReleaseError(f"{source}: {_first_line(error)} {_where(nb, error)}".strip()) from None
-    for index, cell in enumerate(nb.cells, start=1):
+    except Exception as error:  # nbgrader's RuntimeError or ValidationError
+        raise ReleaseError(f"{source}: {_first_line(error)}") from None
+    for index, cell in enumerate(nb.cells, start=1):  # leak guard
         for marker in MARKERS:
             if marker in cell.source:
                 raise ReleaseError(f"{source}: cell {index} still contains '{marker}' after the "
-                                   f"release; check that its markers come in pairs.")
+                                   f"release; put each region on lines of its own.")
     nb.metadata.pop("widgets", None)  # saved widget state is output, and outputs are cleared
     nb.metadata[STAMP] = {"source": source, "fingerprint": fingerprint(nb)}
     return nb
@@ -114,16 +126,34 @@ def _first_line(error):
     return lines[0] if lines else type(error).__name__
 
 
-def _where(nb, error):
-    """Point at the first cell with the kind of marker an nbgrader error is about."""
-    message = str(error).lower()
-    for word in ("solution", "hidden test", "mark scheme"):
-        if word in message:
-            for index, cell in enumerate(nb.cells, start=1):
-                if word.replace("test", "tests").upper() in cell.source.upper():
-                    return (f"(see cell {index}; markers must come in pairs, inside a cell with "
-                            f"matching nbgrader metadata)")
-    return ""
+# Which nbgrader cell flag each kind of region needs, and what nbgrader calls such a cell.
+REGIONS = {"SOLUTION": ("solution", "a solution cell"),
+           "HIDDEN TESTS": ("grade", "an autograder-tests cell"),
+           "MARK SCHEME": ("task", "a manually graded task cell")}
+
+
+def _validate(nb, source):
+    """Name the cell when the markup is broken.
+
+    nbgrader's preprocessors refuse the same notebooks, but their errors do not
+    say which cell is at fault, so check the two common mistakes first.
+    """
+    for index, cell in enumerate(nb.cells, start=1):
+        flags = cell.metadata.get("nbgrader", {})
+        for word, (flag, kind) in REGIONS.items():
+            begins = sum(f"BEGIN {word}" in line for line in cell.source.splitlines())
+            ends = sum(f"END {word}" in line for line in cell.source.splitlines())
+            if begins != ends:
+                raise ReleaseError(f"{source}: cell {index} has {begins} BEGIN {word} but {ends} "
+                                   f"END {word} markers; they must come in pairs.")
+            if begins and not flags.get(flag):
+                raise ReleaseError(f"{source}: cell {index} has a {word} region but is not {kind}; "
+                                   f"mark it in JupyterLab's Create Assignment sidebar (nbgrader) "
+                                   f"or remove the markers.")
+    try:
+        MetadataValidator().validate_nb(nb)
+    except Exception as error:  # ValidationError, SchemaTooOldError
+        raise ReleaseError(f"{source}: {_first_line(error)} (nbgrader cell metadata).") from None
 
 
 # ------------------------------------------------------------ files
@@ -163,14 +193,18 @@ def build(root="."):
 
 
 def hand_edited(path, new_text):
-    """True if overwriting ``path`` with ``new_text`` would lose a hand edit."""
+    """Why overwriting ``path`` with ``new_text`` would lose a hand edit, or None if it would not."""
     try:
         nb = read(path)
-    except Exception:  # unreadable (e.g. merge conflict markers): someone has been editing
-        return True
+    except Exception:  # e.g. merge conflict markers: someone has been editing
+        return "is not a readable notebook"
     current = fingerprint(nb)
+    if current == fingerprint(nbformat.reads(new_text, as_version=4)):
+        return None  # the same cells: only outputs or metadata would change
     recorded = nb.metadata.get(STAMP, {}).get("fingerprint")
-    return current != recorded and current != fingerprint(nbformat.reads(new_text, as_version=4))
+    if recorded is None:
+        return "was not written by `make student`"
+    return None if current == recorded else "was edited by hand"
 
 
 def _with_outputs(root):
@@ -198,9 +232,10 @@ def check(root="."):
             problems.append(f"{name} is missing: run `make student`.")
         elif path.read_text(encoding="utf-8") == text:
             continue
-        elif hand_edited(path, text):
-            problems.append(f"{name} was edited by hand: move the edit into {source}, then run "
-                            f"`python -m helpers.release --force` (it keeps your copy as {name}.bak).")
+        elif why := hand_edited(path, text):
+            problems.append(f"{name} {why}: move any edit into {source}, then "
+                            f"run `python -m helpers.release --force` (it keeps the old copy "
+                            f"as {name}.bak).")
         else:
             problems.append(f"{name} is out of date with {source}: run `make student`.")
     for path in _orphans(root, copies):
@@ -222,7 +257,8 @@ def release(root=".", force=False, out=print):
     copies = build(root)
     changed = {path: text for path, text in copies.items()
                if not path.exists() or path.read_text(encoding="utf-8") != text}
-    edited = [path for path, text in changed.items() if path.exists() and hand_edited(path, text)]
+    edited = {path: hand_edited(path, text) for path, text in changed.items() if path.exists()}
+    edited = {path: why for path, why in edited.items() if why}
     if edited and not force:
         raise HandEdited(edited)
     (root / NOTEBOOKS).mkdir(exist_ok=True)
@@ -246,12 +282,12 @@ def release(root=".", force=False, out=print):
 class HandEdited(Exception):
     """Learner copies that were edited by hand (the release wrote nothing)."""
 
-    def __init__(self, paths):
-        self.paths = paths
+    def __init__(self, edited):
+        self.paths = list(edited)
         super().__init__("\n".join(
-            f"{NOTEBOOKS}/{p.name} was edited by hand, so nothing was written: move the edit into "
-            f"{SOLUTIONS}/{p.name}, or rerun with --force to overwrite it and keep the edited "
-            f"copy as {NOTEBOOKS}/{_free_backup(p).name}." for p in paths))
+            f"{NOTEBOOKS}/{p.name} {why}, so nothing was written: move any edit into "
+            f"{SOLUTIONS}/{p.name}, or rerun with --force to overwrite it and keep the old "
+            f"copy as {NOTEBOOKS}/{_free_backup(p).name}." for p, why in edited.items()))
 
 
 def _free_backup(path):

@@ -48,3 +48,23 @@ def errors(nb):
 
 def expects_error(cell):
     return "raises-exception" in cell.metadata.get("tags", [])
+
+
+def printed(path):
+    """What each code cell of the executed notebook printed, one string per code cell."""
+    return ["".join(o.get("text", "") for o in c.get("outputs", []) if o.output_type == "stream")
+            for c in executed(path).cells if c.cell_type == "code"]
+
+
+def output_of(path, marker):
+    """The printed text of the one code cell whose *source* contains ``marker``."""
+    cells = [c for c in executed(path).cells if c.cell_type == "code" and marker in c.source]
+    assert len(cells) == 1, f"expected one cell containing {marker!r}, found {len(cells)}"
+    return "".join(o.get("text", "") for o in cells[0].outputs if o.output_type == "stream")
+
+
+def output_with(texts, marker):
+    """The first of ``texts`` (see ``printed``) that contains ``marker``."""
+    found = [text for text in texts if marker in text]
+    assert found, f"no cell printed {marker!r}"
+    return found[0]

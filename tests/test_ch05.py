@@ -1,0 +1,48 @@
+"""Chapter 05: the claims its prose makes about numbers the notebook prints.
+
+The prose says what the printed numbers show (Newton lands on the minimum without
+descending at every step; the WGAN-GP critic levels off above the distance between
+the clouds; a penalty without create_graph changes nothing). These tests read the
+executed solution notebook's printed output and check them. The timing tables are
+not asserted: timings depend on the machine, and speed is not a test's business.
+"""
+import re
+
+import pytest
+
+from nbexec import SOLUTIONS, output_with
+from nbexec import printed as printed_by_cell
+
+NOTEBOOK = SOLUTIONS / "05_higher_order_gradients.ipynb"
+
+
+@pytest.fixture(scope="module")
+def printed():
+    """Everything the notebook printed, one string per code cell."""
+    return printed_by_cell(NOTEBOOK)
+
+
+
+def test_newton_lands_on_the_minimum_but_not_monotonically(printed):
+    text = output_with(printed, "Newton: point")
+    rows = [line.split("|") for line in text.splitlines() if re.match(r"\s*\d+ \|", line)]
+    newton_f = [float(r[1].split()[-1]) for r in rows]
+    descent_f = [float(r[2]) for r in rows]
+    assert len(rows) == 9 and newton_f[-1] < 1e-8 and descent_f[-1] > 1.0, text
+    assert newton_f[4] > newton_f[3], text  # "f goes up from step 3 to step 4"
+
+
+def test_wgan_gp_critic_levels_off_above_the_distance(printed):
+    training = output_with(printed, "W estimate")
+    estimates = [float(x) for x in re.findall(r"W estimate\s+(-?[\d.]+)", training)]
+    text = output_with(printed, "distance between the two centres")
+    slope = float(re.search(r"between the clouds: ([\d.]+)", text).group(1))
+    distance = float(re.search(r"two centres:\s+([\d.]+)", text).group(1))
+    assert estimates[1] < estimates[0] < 0, training  # "the estimate first goes down"
+    assert distance < estimates[-1] < 1.5 * distance, training
+    assert 1.0 < slope < 1.5, text
+
+
+def test_the_silent_penalty_changes_nothing(printed):
+    text = output_with(printed, "with vs without the penalty")
+    assert "requires_grad: False" in text and text.strip().endswith(" 0.0"), text
