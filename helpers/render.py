@@ -10,9 +10,17 @@ what they will see with ``torchviz.make_dot`` outside the course:
 - green: the output you called ``draw`` on.
 
 What we add: stable, page-unique ids on every node and edge (``Diagram.id_of``),
-leaf gradients in the box (``show_grads=True``), an optional legend, an
-iterative walk (see ``walk.py`` for why we own it), and a layout that is
-computed once and cached.
+leaf gradients in the box (``show_grads=True``), named intermediates, values of
+small saved tensors, freed buffers (``mark_freed=True``), an optional legend, an
+iterative walk, and a layout that is computed once and cached.
+
+What we take from torchviz and what we own: its vocabulary (colours, Node
+names by type, ``_saved_*`` attributes as saved tensors and attributes) is
+kept as it is. Its code is not extended, because ``make_dot`` is one recursive
+function that names nodes by ``id()`` and returns finished DOT: there is no
+place to hook ids, values or depth into it. So the walk is ours (``walk.py``)
+and so is the labelling below; raw ``make_dot`` stays in the chapters as the
+tool learners will use outside the course.
 
 The DOT text is built with the ``graphviz`` package. The layout is done by the
 system Graphviz ``dot`` when it is on PATH, otherwise by the pip-installed
