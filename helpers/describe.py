@@ -24,8 +24,11 @@ def _nested(values):
     return _number(values)
 
 
-def describe(t, max_values=MAX_VALUES):
+def describe(t, max_values=MAX_VALUES, shape=True):
     """Return a short human string for a tensor (or None).
+
+    ``shape=False`` leaves the shape out of a large tensor's text ("norm 3.2"),
+    for labels that must be short.
 
     >>> describe(torch.tensor([1.0, 2.5]))
     '[1, 2.5]'
@@ -42,7 +45,7 @@ def describe(t, max_values=MAX_VALUES):
     if t.numel() <= max_values:
         return _nested(t.cpu().tolist())
     norm = t.float().norm().item() if not t.is_complex() else t.abs().norm().item()
-    return f"shape {tuple(t.shape)}, norm {norm:.4g}"
+    return f"shape {tuple(t.shape)}, norm {norm:.4g}" if shape else f"norm {norm:.4g}"
 
 
 def shape_text(t):

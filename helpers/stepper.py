@@ -79,9 +79,8 @@ class BackwardStepper(Stepper):
 
 
 def _short(t):
-    """``describe(t)``, without the shape for a large tensor: a label that fits on an edge."""
-    text = describe(t)
-    return text.split("), ", 1)[1] if text.startswith("shape (") and "), " in text else text
+    """A gradient in words short enough to sit on an edge."""
+    return describe(t, shape=False)
 
 
 def _backward_payload(trace):

@@ -84,7 +84,6 @@ class BackwardTrace:
         self.seeds = seeds
         self._diagram = None
         self._nodes = {n.id: n for n in graph.nodes}
-        self._leaf_of = {e.head.id: e.tail for e in graph.edges if e.kind == "grad" and e.tail.kind == "leaf"}
 
     def __len__(self):
         return len(self.steps)
@@ -123,8 +122,9 @@ class BackwardTrace:
 
     def name_of(self, node_id):
         """A drawn node's name; an AccumulateGrad is named after its leaf: ``AccumulateGrad(w)``."""
-        node, leaf = self._nodes[node_id], self._leaf_of.get(node_id)
-        return f"{node.name}({leaf.name})" if leaf is not None and leaf.name else node.name
+        node = self._nodes[node_id]
+        edge = self.graph.leaf_edge(node.obj) if node.kind == "fn" else None
+        return f"{node.name}({edge.tail.name})" if edge is not None and edge.tail.name else node.name
 
     def rows(self):
         """``[(step, node, received, sent)]`` as text, one row per step."""
@@ -290,13 +290,11 @@ def _record(graph, roots, seeds):
     kept = graph.leaves + [r for r in roots if r.retains_grad]
     saved_grads = [t.grad for t in kept]
     handles = []
-    leaf_edges = {e.head.id: e for e in graph.edges if e.kind == "grad" and e.tail.kind == "leaf"}
     try:
-        for node in graph.nodes:
-            if node.kind == "fn":
-                leaf_edge = leaf_edges.get(node.id)
-                handles.append(node.obj.register_prehook(prehook(node.obj)))
-                handles.append(node.obj.register_hook(posthook(node.obj, leaf_edge and leaf_edge.tail.obj)))
+        for fn in graph.fns:
+            leaf_edge = graph.leaf_edge(fn)
+            handles.append(fn.register_prehook(prehook(fn)))
+            handles.append(fn.register_hook(posthook(fn, leaf_edge and leaf_edge.tail.obj)))
         for t in kept:
             if t.grad is not None:
                 t.grad = None
@@ -314,31 +312,26 @@ def _record(graph, roots, seeds):
         for t, g in zip(kept, saved_grads):
             if t.grad is not g:
                 t.grad = g
-    return _steps(graph, received, sent, leaf_edges)
+    return _steps(graph, received, sent)
 
 
-def _steps(graph, received, sent, leaf_edges):
+def _steps(graph, received, sent):
     """The recorded gradients as Steps, with the diagram's ids for each Node and edge."""
-    slots = {}  # node id -> {slot: the edge its gradient for that input travels along}
-    for e in graph.edges:
-        if e.kind == "grad" and e.slot is not None:
-            slots.setdefault(e.head.id, {})[e.slot] = e
     steps = []
     for index, (fn, grad_outputs) in enumerate(received, 1):
         node = graph.node_of(fn)
-        edge = leaf_edges.get(node.id)
+        edge = graph.leaf_edge(fn)
         if edge is not None:  # AccumulateGrad: no next_functions, a leaf instead
             steps.append(Step(index, fn, node.id, node.name, grad_outputs, [], [], [],
                               edge.tail.obj, edge.tail.id, edge.id, sent.get(fn)))
             continue
-        edges = slots.get(node.id, {})
         grads = sent.get(fn, [])
-        n = len(grads)
+        edges = [graph.grad_edge(fn, i) for i in range(len(grads))]  # None: no drawn input there
         steps.append(Step(
             index, fn, node.id, node.name, grad_outputs,
-            [grads[i] if i in edges else None for i in range(n)],
-            [edges[i].id if i in edges else None for i in range(n)],
-            [edges[i].tail.id if i in edges else None for i in range(n)],
+            [g if e is not None else None for g, e in zip(grads, edges)],
+            [e.id if e is not None else None for e in edges],
+            [e.tail.id if e is not None else None for e in edges],
         ))
     return steps
 

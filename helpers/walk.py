@@ -69,6 +69,7 @@ class Graph:
         self._by_fn = {}  # autograd Node -> Node
         self._by_tensor = {}  # id(tensor) -> Node (tensors are kept alive by Node.obj)
         self._grad_edge = {}  # (autograd Node, slot) -> Edge
+        self._leaf_edge = {}  # AccumulateGrad Node -> the Edge from its leaf
         self.roots = []
 
     def add_node(self, kind, obj, name, **kw):
@@ -85,6 +86,8 @@ class Graph:
         self.edges.append(edge)
         if kind == "grad" and head.kind == "fn" and slot is not None:
             self._grad_edge[(head.obj, slot)] = edge
+        if kind == "grad" and tail.kind == "leaf":
+            self._leaf_edge[head.obj] = edge
         return edge
 
     def node_of(self, obj):
@@ -100,6 +103,10 @@ class Graph:
     def grad_edge(self, fn, slot):
         """The edge along which ``fn`` sends the gradient of its input number ``slot``."""
         return self._grad_edge.get((fn, slot))
+
+    def leaf_edge(self, fn):
+        """For an AccumulateGrad Node: the edge from the leaf it fills (None for other Nodes)."""
+        return self._leaf_edge.get(fn)
 
     @property
     def fns(self):
