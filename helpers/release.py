@@ -45,6 +45,8 @@ from pathlib import Path
 
 import nbformat
 
+from .notebook import OneLineError
+
 try:  # a course-building tool, installed with the test dependencies, not the learners'
     from nbgrader.nbgraderformat import MetadataValidator
     from nbgrader.preprocessors import (CheckCellMetadata, ClearHiddenTests, ClearMarkScheme,
@@ -58,8 +60,8 @@ MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN T
            "BEGIN MARK SCHEME", "END MARK SCHEME")
 
 
-class ReleaseError(Exception):
-    """A problem with the input, in one sentence that says what to do."""
+class ReleaseError(OneLineError, Exception):
+    """A problem with the input, in one sentence that says what to do (one line in a notebook)."""
 
 
 # ------------------------------------------------------------ the transform
@@ -103,7 +105,7 @@ def learner_copy(nb, source="solutions/notebook.ipynb"):
         for preprocessor in pipeline:
             nb, resources = preprocessor.preprocess(nb, resources)
     except Exception as error:  # nbgrader's RuntimeError or ValidationError
-        raise ReleaseError(f"{source}: {_first_line(error)}") from None
+        raise ReleaseError(f"{source}: {_cell_of(nb, pipeline)}{_first_line(error)}") from None
     for index, cell in enumerate(nb.cells, start=1):  # leak guard
         for marker in MARKERS:
             if marker in cell.source:
@@ -112,6 +114,19 @@ def learner_copy(nb, source="solutions/notebook.ipynb"):
     nb.metadata.pop("widgets", None)  # saved widget state is output, and outputs are cleared
     nb.metadata[STAMP] = {"source": source, "fingerprint": fingerprint(nb)}
     return nb
+
+
+def _cell_of(nb, pipeline):
+    """'cell N: ' for the first cell nbgrader's preprocessors refuse on its own, or ''."""
+    for index, cell in enumerate(nb.cells, start=1):
+        single = nbformat.v4.new_notebook(cells=[copy.deepcopy(cell)], metadata=copy.deepcopy(nb.metadata))
+        try:
+            resources = {}
+            for preprocessor in pipeline:
+                single, resources = preprocessor.preprocess(single, resources)
+        except Exception:
+            return f"cell {index}: "
+    return ""
 
 
 def fingerprint(nb):
@@ -133,13 +148,30 @@ REGIONS = {"SOLUTION": ("solution", "a solution cell"),
 
 
 def _validate(nb, source):
-    """Name the cell when the markup is broken.
+    """Name the cell when the notebook or its markup is broken.
 
-    nbgrader's preprocessors refuse the same notebooks, but their errors do not
-    say which cell is at fault, so check the two common mistakes first.
+    nbgrader's preprocessors and validator refuse the same notebooks, but their
+    errors do not say which cell is at fault: check each cell on its own first.
     """
+    try:
+        nbformat.validate(nb)
+    except nbformat.ValidationError as error:
+        path = list(getattr(error, "absolute_path", []))
+        where = f"cell {path[1] + 1}: " if len(path) > 1 and path[0] == "cells" else ""
+        raise ReleaseError(f"{source}: {where}{_first_line(error)} (not a valid notebook; "
+                           f"fix it in Jupyter or restore it from git).") from None
+    ids = {}
     for index, cell in enumerate(nb.cells, start=1):
         flags = cell.metadata.get("nbgrader", {})
+        if not isinstance(flags, dict):
+            raise ReleaseError(f"{source}: cell {index} has nbgrader metadata that is not a "
+                               f"dictionary; set it in JupyterLab's Create Assignment sidebar.")
+        grade_id = flags.get("grade_id")
+        if grade_id is not None and grade_id in ids:
+            raise ReleaseError(f"{source}: cell {index} has grade id {grade_id!r}, which cell "
+                               f"{ids[grade_id]} already uses; grade ids must be unique.")
+        if grade_id is not None:
+            ids[grade_id] = index
         for word, (flag, kind) in REGIONS.items():
             begins = sum(f"BEGIN {word}" in line for line in cell.source.splitlines())
             ends = sum(f"END {word}" in line for line in cell.source.splitlines())
@@ -150,9 +182,18 @@ def _validate(nb, source):
                 raise ReleaseError(f"{source}: cell {index} has a {word} region but is not {kind}; "
                                    f"mark it in JupyterLab's Create Assignment sidebar (nbgrader) "
                                    f"or remove the markers.")
+    validator = MetadataValidator()
+    for index, cell in enumerate(nb.cells, start=1):
+        if "nbgrader" not in cell.metadata:
+            continue
+        try:
+            validator.validate_nb(nbformat.v4.new_notebook(cells=[copy.deepcopy(cell)]))
+        except Exception as error:  # ValidationError, SchemaTooOldError
+            raise ReleaseError(f"{source}: cell {index}: {_first_line(error)} "
+                               f"(nbgrader cell metadata).") from None
     try:
-        MetadataValidator().validate_nb(nb)
-    except Exception as error:  # ValidationError, SchemaTooOldError
+        validator.validate_nb(nb)
+    except Exception as error:
         raise ReleaseError(f"{source}: {_first_line(error)} (nbgrader cell metadata).") from None
 
 
@@ -173,9 +214,31 @@ def dumps(nb):
     return text if text.endswith("\n") else text + "\n"
 
 
+def _inside(path, folder):
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _refuse_links(root, copies=()):
+    """Refuse to write where a learner copy would land inside solutions/ (a symlink)."""
+    solutions, notebooks = root / SOLUTIONS, root / NOTEBOOKS
+    if notebooks.exists() and not notebooks.is_dir():
+        raise ReleaseError(f"{notebooks} is a file, not a folder: move it away so that the "
+                           f"learner copies can be written there.")
+    if (notebooks.exists() or notebooks.is_symlink()) and _inside(notebooks, solutions):
+        raise ReleaseError(f"{NOTEBOOKS}/ resolves to {notebooks.resolve()}, inside {SOLUTIONS}/: "
+                           f"writing learner copies there would overwrite the solutions; make "
+                           f"{NOTEBOOKS}/ a folder of its own.")
+    for path in copies:
+        if (path.exists() or path.is_symlink()) and _inside(path, solutions):
+            raise ReleaseError(f"{NOTEBOOKS}/{path.name} is a link into {SOLUTIONS}/: remove it "
+                               f"(`make student` writes a real learner copy in its place).")
+
+
 def build(root="."):
     """{learner copy path: its text} for every ``solutions/*.ipynb`` under ``root``."""
     root = Path(root)
+    _refuse_links(root)
     sources = sorted((root / SOLUTIONS).glob("*.ipynb")) if (root / SOLUTIONS).is_dir() else []
     if not sources:
         raise ReleaseError(f"No notebooks in {root / SOLUTIONS}/: run this from the course's root "
@@ -185,10 +248,11 @@ def build(root="."):
         name = f"{SOLUTIONS}/{path.name}"
         try:
             nb = read(path)
-        except (ValueError, nbformat.ValidationError) as error:
+        except Exception as error:  # not JSON, not UTF-8, not a notebook
             raise ReleaseError(f"{name} is not a valid notebook ({_first_line(error)}); "
                                f"fix it in Jupyter or restore it from git.") from None
         copies[root / NOTEBOOKS / path.name] = dumps(learner_copy(nb, name))
+    _refuse_links(root, copies)
     return copies
 
 
@@ -235,7 +299,7 @@ def check(root="."):
         elif why := hand_edited(path, text):
             problems.append(f"{name} {why}: move any edit into {source}, then "
                             f"run `python -m helpers.release --force` (it keeps the old copy "
-                            f"as {name}.bak).")
+                            f"as {NOTEBOOKS}/{_free_backup(path).name}).")
         else:
             problems.append(f"{name} is out of date with {source}: run `make student`.")
     for path in _orphans(root, copies):
@@ -279,7 +343,7 @@ def release(root=".", force=False, out=print):
     return list(changed)
 
 
-class HandEdited(Exception):
+class HandEdited(OneLineError, Exception):
     """Learner copies that were edited by hand (the release wrote nothing)."""
 
     def __init__(self, edited):
@@ -327,6 +391,10 @@ def main(argv=None):
         return 1
     except ReleaseError as error:
         print(error, file=sys.stderr)
+        return 2
+    except OSError as error:  # a folder that cannot be written, a file that cannot be read
+        print(f"{error.filename or args.root}: {error.strerror or error}; nothing more was written.",
+              file=sys.stderr)
         return 2
 
 

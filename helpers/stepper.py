@@ -1,17 +1,22 @@
 """``step_backward()`` / ``step_forward()``: widgets that replay a graph step by step.
 
 The idea: the graph is laid out once by Graphviz (``Diagram.svg``) and sent to
-the browser once, together with every recorded step. A step is then only a
-change of CSS classes on ids that are already in the picture (and a new text
-in a leaf's "grad" line), so moving through the steps is instant, needs no
-kernel and never re-lays out the graph. Playing runs in the browser alone;
-``step`` is synced back to Python when you stop.
+the browser once, together with every recorded step. The browser never changes
+that picture: what a step shows (the running Node, the edges its gradient
+travels along, finished Nodes, filled leaves) is drawn on small layers on top
+of it, so a step costs the same on 10 nodes as on 5,000, needs no kernel and
+never re-lays out the graph. Playing runs in the browser alone; ``step`` is
+synced back to Python when you stop.
 
 - ``step_backward`` replays ``trace_backward``: the Node the engine runs
-  lights up, the edges its gradient travels along are coloured, Nodes that have
-  received gradient wait, finished Nodes turn green and leaves fill up.
-  Step 0 is "before backward" (the seed gradient leaves the output); step k is
-  the k-th Node the engine ran; ``n_steps`` is how many Nodes it ran.
+  lights up, the edges its gradient travels along are coloured (arrowheads
+  the way the gradient flows), Nodes that have received gradient wait,
+  finished Nodes turn green and leaves fill up; the panel shows what each Node
+  received and sent and the rule it applied (``Step.formula``). Step 0 is
+  "before backward" (the seed gradient leaves the output); step k is the k-th
+  Node the engine ran; ``n_steps`` is how many Nodes it ran.
+  ``predict=True`` asks the learner for each gradient before showing it;
+  ``stop_at="nonfinite"`` opens where the first NaN or infinity was sent.
 - ``step_forward`` runs a function once and reveals its graph in the order
   the Nodes were created (``node._sequence_nr()``), naming the torch function
   that created each one. Step 0 is "before fn runs"; step k adds the k-th Node
@@ -20,7 +25,21 @@ kernel and never re-lays out the graph. Playing runs in the browser alone;
 Both use one front end (``static/stepper.js``, an anywidget ES module) fed with
 a different payload. Written by hand because no widget library animates a
 Graphviz SVG; anywidget does the Jupyter plumbing, Graphviz the layout.
+
+Without a kernel: a stepper's output also carries a ``text/html`` form (the
+picture, the steps as JSON, a note), which ``static/static_stepper.js`` mounts
+on a plain web page with the same front end; where scripts do not run it shows
+the picture and "run the cell". A notebook saved in the course's JupyterLab
+keeps its steppers working when reopened, from the widget state JupyterLab
+saves (``saveState`` in ``binder/overrides.json``).
 """
+import inspect
+import json
+import math
+import random
+import re
+import weakref
+from html import escape
 from pathlib import Path
 
 import anywidget
@@ -36,11 +55,40 @@ from .render import Diagram, to_dot
 STATIC = Path(__file__).parent / "static"
 
 
+STATIC_LIMIT = 256 * 1024  # characters of SVG + steps up to which an output carries its static form
+
+
+def _lean(svg):
+    """Graphviz's SVG without what the stepper does not use: the XML header, comments,
+    ``<title>`` (our raw ids) and whitespace between tags -- fewer nodes for the browser."""
+    svg = svg[max(0, svg.find("<svg")):]
+    svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
+    svg = re.sub(r"<title>[^<]*</title>", "", svg)
+    return re.sub(r">\s+<", "><", svg)
+
+
+def _compact(path):
+    """A static file without its comments and indentation: what each widget sends to the browser.
+
+    JupyterLab saves every widget's front end into the notebook with its state,
+    so this keeps saved notebooks smaller. Only whole-line ``//`` comments,
+    ``/* */`` comments in CSS and leading spaces go; a file with a template
+    literal spanning lines is sent as it is.
+    """
+    text = path.read_text()
+    if path.suffix == ".css":
+        text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    elif any(line.count("`") % 2 for line in text.splitlines()):
+        return text
+    lines = (line.strip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line and not line.startswith("//")) + "\n"
+
+
 class Stepper(anywidget.AnyWidget):
     """A diagram plus recorded steps; set ``step`` (0..``n_steps``) to move."""
 
-    _esm = STATIC / "stepper.js"
-    _css = STATIC / "stepper.css"
+    _esm = _compact(STATIC / "stepper.js")
+    _css = _compact(STATIC / "stepper.css")
     _svg = traitlets.Unicode("").tag(sync=True)
     _payload = traitlets.Dict().tag(sync=True)
     step = traitlets.Int(0).tag(sync=True)
@@ -50,7 +98,59 @@ class Stepper(anywidget.AnyWidget):
     def __init__(self, diagram, payload, n_steps, speed=2.0, step=0):
         self.diagram = diagram
         self.set_trait("n_steps", n_steps)  # before __init__ opens the comm: one message, all state
-        super().__init__(_svg=diagram.svg, _payload=payload, speed=speed, step=step)  # laid out here, once
+        super().__init__(_svg=_lean(diagram.svg), _payload=payload, speed=speed, step=step)  # laid out here, once
+
+    # The traits the front end reads besides the picture: embedded in the HTML copy.
+    _STATIC_TRAITS = ("_payload", "n_steps", "step", "speed")
+
+    def static_state(self):
+        """The state the front end needs besides the SVG, as a JSON-ready dict."""
+        return {k: getattr(self, k) for k in self._STATIC_TRAITS}
+
+    def static_html(self, note=None):
+        """The stepper as HTML that needs no kernel: the diagram, the steps as JSON, a note.
+
+        Where scripts do not run (a notebook opened elsewhere, untrusted; GitHub)
+        it shows the picture and the note; a page that loads
+        ``static/static_stepper.js`` turns it into the same stepper, stepping in
+        the browser alone. The diagram is an ``<img>`` of the SVG (a data URL),
+        not inline SVG: sanitizers keep an image but strip ``<svg>`` and would
+        print its text; the bootstrap reads the SVG back from the URL.
+        """
+        state = json.dumps(self.static_state(), separators=(",", ":"), ensure_ascii=False)
+        # Inside <script> nothing may look like a tag: escape <, > and & as JSON allows.
+        state = state.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+        svg = self._svg
+        # A data URL with as little escaping as URLs need (% and #; newlines would be dropped).
+        url = "data:image/svg+xml;charset=utf-8," + (
+            svg.replace("%", "%25").replace("#", "%23").replace("\n", "%0A"))
+        if note is None:
+            note = (f"Static picture of a {self._payload.get('mode', '')} stepper ({self.n_steps} steps): "
+                    "run the cell to step through it.")
+        alt = f"the graph this {self._payload.get('mode', '')} stepper steps through"
+        return (f'<div class="ag-static-stepper">'
+                f'<script type="application/json" class="ag-stepper-state">{state}</script>'
+                f'<div class="ag-static-diagram"><img src="{escape(url)}" alt="{escape(alt)}"></div>'
+                f'<p class="ag-static-note">{escape(note)}</p></div>')
+
+    def close(self):
+        super().close()
+        self.__dict__.pop("_repr_mimebundle_", None)  # ipywidgets blanks it; showing it again reopens
+
+    def _repr_mimebundle_(self, **kwargs):
+        if self.comm is None:  # closed when the cell that showed it ran again: show it anew
+            self.open()
+        _cells.shown(self)
+        data, metadata = super()._repr_mimebundle_(**kwargs)
+        mode = self._payload.get("mode", "")
+        data["text/plain"] = (f"{type(self).__name__}: {mode} stepper, {self.n_steps} steps "
+                              "(a widget: run the cell in Jupyter to show it)")
+        # The static form doubles what the notebook carries: only for graphs of ordinary size.
+        size = len(self._svg) + len(json.dumps(self._payload))
+        data["text/html"] = self.static_html() if size <= STATIC_LIMIT else (
+            f'<p class="ag-static-note">A {escape(mode)} stepper over a large graph ({self.n_steps} steps, '
+            f"too large to keep a static copy in the notebook): run the cell to show it.</p>")
+        return data, metadata
 
     @traitlets.validate("step")
     def _clamp_step(self, proposal):
@@ -63,14 +163,74 @@ class Stepper(anywidget.AnyWidget):
         return proposal["value"]
 
 
+class _CellOutputs:
+    """Closes the steppers a notebook cell showed when that cell runs again.
+
+    Running a cell again clears its output, but the widget behind it lives on
+    in the kernel (with its trace) and in the page, and JupyterLab saves the
+    state of every live widget into the notebook when it saves widget state
+    (``saveState``, which lets a reopened notebook show its steppers). So a
+    stepper shown only by the cell that is running again is closed: that frees
+    its memory and keeps saved notebooks small. Showing it again reopens it.
+    Outside IPython this does nothing.
+    """
+
+    def __init__(self):
+        self.by_cell = {}  # cell id -> {id(stepper): weak reference}
+        self.hooked = False
+
+    @staticmethod
+    def _ipython():
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return None
+        return get_ipython()
+
+    def _current_cell(self, ip):
+        kernel = getattr(ip, "kernel", None)
+        try:
+            parent = kernel.get_parent() if kernel is not None else {}
+        except Exception:  # no request being handled
+            return None
+        return (parent or {}).get("metadata", {}).get("cellId")
+
+    def shown(self, stepper):
+        ip = self._ipython()
+        if ip is None:
+            return
+        if not self.hooked:
+            ip.events.register("pre_run_cell", self._cell_runs)
+            self.hooked = True
+        cell = self._current_cell(ip)
+        if cell:
+            self.by_cell.setdefault(cell, {})[id(stepper)] = weakref.ref(stepper)
+
+    def _cell_runs(self, info=None):
+        cell = getattr(info, "cell_id", None)
+        if not cell or cell not in self.by_cell:
+            return
+        gone = self.by_cell.pop(cell)
+        elsewhere = {k for other in self.by_cell.values() for k in other}
+        for key, ref in gone.items():
+            stepper = ref()
+            if stepper is not None and key not in elsewhere and stepper.comm is not None:
+                stepper.close()
+
+
+_cells = _CellOutputs()
+
+
 # --- backward ---------------------------------------------------------------
 
 class BackwardStepper(Stepper):
     """Replays a ``BackwardTrace``: ``.trace``, ``.step``, ``.n_steps``, ``.current``."""
 
-    def __init__(self, trace, speed=2.0, step=0):
+    def __init__(self, trace, speed=2.0, step=0, *, predict=False, stop_at=None):
         self.trace = trace
-        super().__init__(trace.diagram, _backward_payload(trace), len(trace), speed, step)
+        payload = _backward_payload(trace, predict=predict)
+        step = _stop_step(trace, payload, stop_at, step)
+        super().__init__(trace.diagram, payload, len(trace), speed, step)
 
     @property
     def current(self):
@@ -83,8 +243,88 @@ def _short(t):
     return describe(t, shape=False)
 
 
-def _backward_payload(trace):
+def _formula(step):
+    """The step's rule as the panel shows it (its title already names the Node)."""
+    text = getattr(step, "formula", None)  # Step.formula: the rule with the values in
+    if not text:
+        return None
+    head = f"{step.name}: "
+    return text[len(head):] if text.startswith(head) else text
+
+
+def _number(t):
+    """A one-element gradient as a float a learner can type; None for anything else."""
+    if not isinstance(t, torch.Tensor) or t.numel() != 1 or t.is_complex():
+        return None
+    v = float(t.detach().reshape(()).item())
+    return v if math.isfinite(v) else None  # JSON has no NaN: those are picked from choices
+
+
+def _choices(sent, received, others, index):
+    """The right text and up to three wrong ones, each wrong one with the one line that says why."""
+    right = describe(sent)
+    wrong = []
+    if isinstance(received, torch.Tensor) and received.shape == sent.shape:
+        wrong.append((describe(received), "that is what it received: apply the local derivative"))
+    if isinstance(sent, torch.Tensor) and sent.dtype.is_floating_point:
+        wrong.append((describe(-sent), "right size, wrong sign"))
+    for other in others:
+        if isinstance(other, torch.Tensor):
+            wrong.append((describe(other), "that is what it sends to its other input"))
+    if isinstance(sent, torch.Tensor) and sent.dtype.is_floating_point:
+        wrong.append((describe(2 * sent), "twice too large"))
+        wrong.append((describe(torch.zeros_like(sent)), "it does send a gradient here"))
+    seen, options = {right}, [(right, None)]
+    for text, why in wrong:
+        if text not in seen and len(options) < 4:
+            seen.add(text)
+            options.append((text, why))
+    if len(options) < 2:
+        return None  # nothing to choose between: show the value instead of asking
+    rng = random.Random(index)  # the same order every time the cell runs
+    rng.shuffle(options)
+    return [[text, why] for text, why in options]
+
+
+def _guesses(s, rows_before):
+    """What a learner predicts at this step: one entry per gradient the Node sends."""
+    received = s.grad_outputs[0] if len(s.grad_outputs) == 1 else None
+    sent = [(g, t) for g, t in zip(s.grad_inputs, s.target_ids) if t is not None]
+    out = []
+    for i, (g, _) in enumerate(sent):
+        if g is None:
+            continue
+        guess = {"row": rows_before + i, "text": describe(g)}
+        value = _number(g)
+        if value is not None:
+            guess["value"] = value
+            r = _number(received)
+            if r is not None:
+                guess["received"] = r
+        else:
+            others = [o for j, (o, _) in enumerate(sent) if j != i]
+            choices = _choices(g, received, others, s.index * 31 + i)
+            if choices is None:
+                continue
+            guess["choices"] = choices
+        out.append(guess)
+    return out
+
+
+def _title(trace, s, by_id):
+    """The Node's name; inside a module drawn as one box (``collapse=``), also the module's."""
+    box = by_id[s.node_id]
+    if box.kind != "module":
+        return trace.name_of(s.node_id)
+    inner = type(s.node).__name__
+    if s.leaf_id is not None and by_id[s.leaf_id].name:
+        inner += f"({by_id[s.leaf_id].name})"
+    return f"{inner} in {box.name or 'the model'}"
+
+
+def _backward_payload(trace, predict=False):
     graph = trace.graph
+    by_id = {n.id: n for n in (*graph.nodes, *getattr(graph, "hidden", ()))}  # hidden: folded into a box
     outputs = [n for n in graph.nodes if n.kind == "output"]
     out_edges = [e for e in graph.edges if e.head in outputs and e.kind == "grad"]
     incoming = {}  # node id -> number of edges its gradient arrives along
@@ -101,6 +341,9 @@ def _backward_payload(trace):
                 "and hands it to the output's grad_fn.",
         "rows": [[f"seed → {trace.name_of(e.tail.id)}", describe(s)] for e, s in zip(out_edges, trace.seeds)],
     }
+    if predict:
+        start["note"] += (" Predict mode: at each step, type what the Node sends (or pick it) before "
+                          "you see it; then the rule and the value appear.")
     steps = [start]
     for s in trace.steps:
         received = [[f"received{f' (output {i})' if len(s.grad_outputs) > 1 else ''}", describe(g)]
@@ -113,20 +356,53 @@ def _backward_payload(trace):
             note = (f"The engine summed the gradients from its {incoming[s.node_id]} incoming edges "
                     "before running it. ")
         step = {"run": [s.node_id], "flow": flow, "to": [t for t in s.target_ids if t is not None],
-                "title": trace.name_of(s.node_id), "rows": received + sent}
+                "title": _title(trace, s, by_id), "rows": received + sent}
+        formula = _formula(s)
+        if formula:
+            step["formula"] = formula
         if s.leaf is not None:
-            leaf = graph.node_of(s.leaf).name or "leaf"
+            leaf = by_id[s.leaf_id].name or "leaf"
             grad = describe(s.leaf_grad)
             step.update(leaf=s.leaf_id, grad=grad, flow=[[s.leaf_edge_id, _short(s.leaf_grad)]])
             step["rows"] = received + [[f"{leaf}.grad", grad]]
             note += f"AccumulateGrad adds what it received into {leaf}.grad."
+        elif predict:
+            guesses = _guesses(s, len(received))
+            if guesses:
+                step["guess"] = guesses
         step["note"] = note
         steps.append(step)
-    return {"mode": "backward", "steps": steps, "empty": "None"}
+    payload = {"mode": "backward", "steps": steps, "empty": "None"}
+    if predict:
+        payload["predict"] = True
+    return payload
+
+
+STOP_AT = ("nonfinite",)
+
+
+def _stop_step(trace, payload, stop_at, step):
+    """The step to open at; for ``stop_at="nonfinite"`` also say what happened there."""
+    if stop_at is None:
+        return step
+    if isinstance(stop_at, int) and not isinstance(stop_at, bool):
+        return stop_at  # a step number: clamped like any step
+    if stop_at not in STOP_AT:
+        raise ValueError(f"stop_at can be \"nonfinite\" (open at the first step that sends a NaN or an "
+                         f"infinity) or a step number, not {stop_at!r}.")
+    first = trace.first_nonfinite()
+    if first is None:
+        payload["steps"][0]["note"] += (" stop_at=\"nonfinite\": every gradient of this backward is finite, "
+                                        "so the stepper opens before backward.")
+        return 0
+    where = payload["steps"][first.index]
+    where["alert"] = (f"First NaN or infinity: {first.nonfinite}" if getattr(first, "nonfinite", None)
+                      else "First NaN or infinity: this Node sent it.")
+    return first.index
 
 
 def step_backward(root, params=None, gradient=None, *, show_saved=False, speed=2.0,
-                  max_nodes=2000):
+                  predict=False, stop_at=None, max_nodes=2000, **group):
     """A widget that replays the backward pass of ``root`` one Node at a time.
 
     Runs ``trace_backward(root, gradient)`` (a real backward that leaves
@@ -134,9 +410,29 @@ def step_backward(root, params=None, gradient=None, *, show_saved=False, speed=2
     use the slider, the buttons or the arrow keys (click the widget first), or
     set ``stepper.step`` from a cell; ``stepper.current`` is the ``Step`` shown.
     ``params`` names leaves; ``speed`` is in steps per second.
+
+    ``predict=True``: before showing what a Node sends, ask the learner for it
+    (a number, or a choice for a tensor), say in one line whether it is right
+    or which way it is off, then show the rule and the value; a score counts.
+    All in the browser: it is practice, not grading.
+
+    ``stop_at="nonfinite"``: open at the first step that sends a NaN or an
+    infinity, with that Node marked and one sentence on what made it
+    (``trace.first_nonfinite()``); ``stop_at=k`` opens at step ``k``.
+
+    ``modules=``/``collapse=``: group the picture by ``nn.Module``, as ``draw`` does.
     """
-    trace = trace_backward(root, gradient, params=params, show_saved=show_saved, max_nodes=max_nodes)
-    return BackwardStepper(trace, speed=speed)
+    group = _checked_group(group)
+    trace = trace_backward(root, gradient, params=params, show_saved=show_saved, max_nodes=max_nodes, **group)
+    return BackwardStepper(trace, speed=speed, predict=predict, stop_at=stop_at)
+
+
+def _checked_group(group, caller="step_backward"):
+    """``modules=``/``collapse=`` as ``draw`` takes them; a clear sentence for anything else."""
+    unknown = sorted(set(group) - {"modules", "collapse"})
+    if unknown:
+        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}.")
+    return {k: v for k, v in group.items() if v is not None}
 
 
 # --- forward ----------------------------------------------------------------
@@ -240,12 +536,13 @@ def _forward_payload(graph, mark, ops):
     return {"mode": "forward", "steps": steps, "all": list(at) + list(edge_at)}
 
 
-def step_forward(fn, *inputs, params=None, show_saved=False, speed=2.0, max_nodes=2000):
+def step_forward(fn, *inputs, params=None, show_saved=False, speed=2.0, max_nodes=2000, **group):
     """A widget that shows the graph of ``fn(*inputs)`` growing one operation at a time.
 
     Runs ``fn(*inputs)`` once (its result is ``stepper.output``), draws the
     final graph once and reveals its Nodes in the order they were created.
-    ``params`` names leaves, e.g. ``dict(model.named_parameters())``.
+    ``params`` names leaves, e.g. ``dict(model.named_parameters())``;
+    ``modules=``/``collapse=`` group the picture by ``nn.Module``, as ``draw`` does.
 
     >>> w = torch.tensor(2.0, requires_grad=True)
     >>> step_forward(lambda x: w * x + 1, torch.tensor(3.0), params={"w": w})  # doctest: +SKIP
@@ -253,10 +550,11 @@ def step_forward(fn, *inputs, params=None, show_saved=False, speed=2.0, max_node
     if not callable(fn):
         raise TypeError(f"step_forward needs a function first, e.g. step_forward(lambda x: w * x, x); "
                         f"got {type(fn).__name__}.")
+    group = _checked_group(group, "step_forward")
     mark = _sequence_mark()
     with _OpNames() as recorder:
         output = fn(*inputs)
-    graph = walk(output, params, show_saved=show_saved, max_nodes=max_nodes)
+    graph = walk(output, params, show_saved=show_saved, max_nodes=max_nodes, **group)
     diagram = Diagram(graph, to_dot(graph))
     return ForwardStepper(diagram, _forward_payload(graph, mark, recorder.ops), output, speed)
 

@@ -10,7 +10,8 @@ graph -- the graph ``backward()`` will run, not the forward model.
 Why we own this walk instead of calling torchviz's ``make_dot``:
 
 - ``make_dot`` recurses once per Node, so a chain a few thousand ops deep hits
-  ``RecursionError``. This walk is a plain loop over a queue.
+  ``RecursionError``. This walk is a plain loop over a queue, and it stops
+  counting as soon as the graph passes ``max_nodes``.
 - ``make_dot`` names nodes by ``id()`` (a CPython address). We number nodes in
   the order a breadth-first walk from the output meets them, so the same
   expression always gets the same ids, and we put a per-diagram prefix in front
@@ -20,15 +21,30 @@ Why we own this walk instead of calling torchviz's ``make_dot``:
   gets its own node, linked to the tensor it is by a dashed "same tensor" edge.
 - The stepper needs to find a Node's id and the edge for each
   ``next_functions`` slot; the ``Graph`` keeps both maps.
+- A leaf used far apart (an RNN's weight at every time step) gets a small
+  "ref" box next to each distant use instead of one long edge per use; see
+  ``_cut_long_edges`` for why (layout time) and how the ids stay the same.
+- ``modules=model`` puts each Node in the ``nn.Module`` it belongs to
+  (``Node.group``), so a diagram can draw one box per module; see
+  ``_group_by_module`` for the rules and their limits.
+- Walking a graph from Python must not leave it unfreeable; see "Freeing a
+  walked graph" at the end of this file.
 """
+import atexit
+import gc
 import itertools
+import re
 import secrets
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
 
+from .notebook import OneLineError  # shown as one line in a notebook, like a failing check
+
 SAVED_PREFIX = "_saved_"
+HOOK_NODE = "BackwardHookFunctionBackward"  # made by nn.Module.register_full_backward_hook
 
 # One token per Python process plus a counter: ids stay unique on a page even
 # when a notebook keeps old outputs from before a kernel restart.
@@ -36,18 +52,23 @@ _SESSION = secrets.token_hex(2)
 _COUNTER = itertools.count(1)
 
 
-class GraphError(ValueError):
+class GraphError(OneLineError, ValueError):
     """The graph cannot be walked or drawn as asked; the message says what to do."""
 
 
 @dataclass(eq=False)
 class Node:
     id: str
-    kind: str  # "fn" | "leaf" | "saved" | "freed" | "output" | "base"
-    obj: Any  # the autograd Node, or the tensor (None for a freed saved tensor)
+    kind: str  # "fn" | "leaf" | "saved" | "freed" | "output" | "base" | "ref" | "module"
+    obj: Any  # the autograd Node, or the tensor (None for a freed saved tensor; the nn.Module of a "module" box)
     name: str  # "MulBackward0", "w", "self", ...
     attrs: dict = field(default_factory=dict)  # non-tensor saved attributes ("show_attrs")
     result: Optional[tuple] = None  # (name, tensor): a named intermediate this Node produced
+    group: Optional[str] = None  # the module path it belongs to ("" = the model itself), or None
+    note: Optional[str] = None  # e.g. "input of fc2 (Linear)" for a backward-hook Node
+    ref: Optional["Node"] = None  # for a "ref" box: the node it stands for
+    box: Optional["Node"] = None  # for a node folded into a collapsed module: that module's box
+    members: list = field(default_factory=list)  # for a "module" box: the nodes folded into it
 
 
 @dataclass(eq=False)
@@ -60,20 +81,33 @@ class Edge:
 
 
 class Graph:
-    """Nodes and edges of one backward graph, with lookups by autograd object."""
+    """Nodes and edges of one backward graph, with lookups by autograd object.
+
+    ``nodes``/``edges`` are what a diagram draws (each has its id in the SVG).
+    With ``collapse=``, the Nodes folded into a module's box move to ``hidden``
+    (and the edges between them to ``hidden_edges``): ``node_of`` then answers
+    with the box, ``grad_edge`` with None for an edge inside the box, and
+    ``fns``/``leaves`` still list every autograd Node and leaf of the graph.
+    ``modules`` maps each module path used by a ``group`` to its class name.
+    """
 
     def __init__(self):
         self.prefix = f"g{_SESSION}x{next(_COUNTER)}"
         self.nodes = []
         self.edges = []
+        self.hidden = []
+        self.hidden_edges = []
+        self.modules = {}  # module path -> class name, for the groups in use
         self._by_fn = {}  # autograd Node -> Node
         self._by_tensor = {}  # id(tensor) -> Node (tensors are kept alive by Node.obj)
         self._grad_edge = {}  # (autograd Node, slot) -> Edge
         self._leaf_edge = {}  # AccumulateGrad Node -> the Edge from its leaf
+        self._count = 0  # nodes made so far: ids are never reused
         self.roots = []
 
     def add_node(self, kind, obj, name, **kw):
-        node = Node(f"{self.prefix}n{len(self.nodes)}", kind, obj, name, **kw)
+        node = Node(f"{self.prefix}n{self._count}", kind, obj, name, **kw)
+        self._count += 1
         self.nodes.append(node)
         if kind == "fn":
             self._by_fn[obj] = node
@@ -82,7 +116,7 @@ class Graph:
         return node
 
     def add_edge(self, tail, head, kind, slot=None):
-        edge = Edge(f"{self.prefix}e{len(self.edges)}", tail, head, kind, slot)
+        edge = Edge(f"{self.prefix}e{len(self.edges) + len(self.hidden_edges)}", tail, head, kind, slot)
         self.edges.append(edge)
         if kind == "grad" and head.kind == "fn" and slot is not None:
             self._grad_edge[(head.obj, slot)] = edge
@@ -91,30 +125,36 @@ class Graph:
         return edge
 
     def node_of(self, obj):
-        """The drawn node of an autograd Node or a tensor (leaf or output)."""
+        """The drawn node of an autograd Node or a tensor (leaf or output); a module's box if folded."""
+        node = None
         if isinstance(obj, torch.Tensor):
             node = self._by_tensor.get(id(obj))
-            if node is not None and node.obj is obj:
-                return node
+            if node is not None and node.obj is not obj:
+                node = None
         elif obj in self._by_fn:
-            return self._by_fn[obj]
-        raise KeyError(f"{_what(obj)} is not part of this diagram.")
+            node = self._by_fn[obj]
+        if node is None:
+            raise KeyError(f"{_what(obj)} is not part of this diagram.")
+        return node.box or node
 
     def grad_edge(self, fn, slot):
-        """The edge along which ``fn`` sends the gradient of its input number ``slot``."""
+        """The edge along which ``fn`` sends the gradient of its input number ``slot``
+        (None when that input needs no gradient, or the edge is folded inside a module's box)."""
         return self._grad_edge.get((fn, slot))
 
     def leaf_edge(self, fn):
-        """For an AccumulateGrad Node: the edge from the leaf it fills (None for other Nodes)."""
+        """For an AccumulateGrad Node: the edge from the leaf it fills (None for other Nodes).
+
+        For a leaf folded into a module's box the edge is in ``hidden_edges`` (not drawn)."""
         return self._leaf_edge.get(fn)
 
     @property
     def fns(self):
-        return [n.obj for n in self.nodes if n.kind == "fn"]
+        return [n.obj for n in itertools.chain(self.nodes, self.hidden) if n.kind == "fn"]
 
     @property
     def leaves(self):
-        return [n.obj for n in self.nodes if n.kind == "leaf"]
+        return [n.obj for n in itertools.chain(self.nodes, self.hidden) if n.kind == "leaf"]
 
 
 def _what(obj):
@@ -134,33 +174,55 @@ def as_roots(root):
                 f"Expected a tensor with a graph (e.g. loss = (w * x).sum()), got {type(r).__name__}."
             )
         if r.grad_fn is None:
-            if r.requires_grad:
-                raise GraphError(
-                    "This tensor is a leaf: it has no graph yet. Draw a result computed from it, e.g. draw(x * 2)."
-                )
-            raise GraphError(
-                "This tensor has no graph: none of the tensors it was computed from requires grad. "
-                "Create an input with requires_grad=True (e.g. x = torch.ones(3, requires_grad=True)) and compute from it."
-            )
+            raise GraphError(_no_graph_message(r))
     return roots
+
+
+def _no_graph_message(r):
+    """Why ``r`` has no graph, in one sentence and a fix; names the mode that switched recording off."""
+    if r.is_inference():
+        return ("This tensor was computed under torch.inference_mode(), which records no graph (and its "
+                "results can never get one): compute it again outside inference_mode to draw it.")
+    if not torch.is_grad_enabled():
+        return ("Gradient recording is off here (inside torch.no_grad() or set_grad_enabled(False)), so "
+                "this tensor has no graph: compute it, and draw it, outside the no_grad block.")
+    if r.requires_grad and r._is_view() and r._base is not None:
+        return ("This tensor is a view made under torch.no_grad() of a tensor that requires grad: it "
+                "says requires_grad=True but no graph was recorded. Make the view outside no_grad.")
+    if r.requires_grad:
+        return "This tensor is a leaf: it has no graph yet. Draw a result computed from it, e.g. draw(x * 2)."
+    return ("This tensor has no graph: it was computed under torch.no_grad() or torch.inference_mode(), "
+            "or from tensors none of which requires grad. Compute it with recording on from an input "
+            "created with requires_grad=True (e.g. x = torch.ones(3, requires_grad=True)).")
 
 
 def _next_fns(fn):
     return getattr(fn, "next_functions", ())
 
 
-def count_nodes(roots, show_saved=False, mark_freed=False):
-    """Number of nodes ``walk`` would draw: a quick, loop-only pass (no labels)."""
-    seen, queue, count = set(), [r.grad_fn for r in roots], len(roots)
-    while queue:
-        fn = queue.pop()
-        if fn is None or fn in seen:
+def count_nodes(roots, show_saved=False, mark_freed=False, limit=None):
+    """Number of nodes ``walk`` would draw (without ``ref`` boxes), counting at most up to
+    ``limit + 1``: a loop-only pass without labels. ``roots``: a list of tensors."""
+    _reap()
+    seen, queue, count = {}, [(r.grad_fn, None) for r in roots], len(roots)
+    cache = {}
+    while queue and (limit is None or count <= limit):
+        fn, parent_seq = queue.pop()
+        if fn is None:
             continue
-        seen.add(fn)
-        count += 1 + hasattr(fn, "variable")
-        if show_saved:
-            count += sum(len(_saved_tensor_slots(fn, name, mark_freed)) for name in _saved_names(fn))
-        queue.extend(u for u, _ in _next_fns(fn))
+        seq = seen.get(fn)
+        if seq is None:
+            seq = seen[fn] = _seq(fn)
+            is_acc = hasattr(fn, "variable")
+            count += 1 + is_acc
+            if show_saved:
+                count += sum(len(_saved_tensor_slots(fn, name, mark_freed, cache)) for name in _saved_names(fn))
+            queue.extend((u, seq) for u, _ in _next_fns(fn))
+        if parent_seq is not None:
+            _maybe_anchor(fn, seq, parent_seq)
+    for fn, parent_seq in queue:  # wrapped by next_functions but not visited: check them too
+        if fn is not None and parent_seq is not None:
+            _maybe_anchor(fn, seen.get(fn) or _seq(fn), parent_seq)
     return count
 
 
@@ -172,7 +234,11 @@ def _is_custom(fn):
 def _saved_names(fn):
     if _is_custom(fn):
         return ["saved_tensors"]
-    return [a for a in dir(fn) if a.startswith(SAVED_PREFIX)]
+    # `self` (the first input) first, not alphabetically after `other`: the saved boxes then sit
+    # in the inputs' left-to-right order, so their "same tensor" links do not pull the leaves
+    # across, and a diagram keeps its layout when a backward frees them (mark_freed=True).
+    names = [a for a in dir(fn) if a.startswith(SAVED_PREFIX)]
+    return sorted(names, key=lambda a: a != SAVED_PREFIX + "self")
 
 
 def _freed_message(fn):
@@ -186,23 +252,33 @@ def _freed_message(fn):
 FREED = object()  # stands for a saved tensor that a backward() has freed
 
 
-def _get_saved(fn, name, mark_freed=False):
+def _get_saved(fn, name, mark_freed=False, cache=None):
+    """``fn.<name>``, unpacked once per walk: ``cache`` keeps it, so a user's saved-tensor
+    unpack hook (``torch.autograd.graph.saved_tensors_hooks``) runs at most once per tensor."""
+    if cache is not None:
+        hit = cache.get((fn, name), cache)
+        if hit is not cache:
+            return hit
     try:
-        return getattr(fn, name)
+        val = getattr(fn, name)
     except RuntimeError as err:
         if "freed" not in str(err) and "second time" not in str(err):
             raise
         if not mark_freed:
             raise GraphError(_freed_message(fn)) from None
         if _is_custom(fn):  # a freed custom Function no longer says how many it saved
-            return FREED
-        raw = getattr(fn, "_raw" + name, None)  # _raw_saved_x: the SavedTensor slot(s), kept when freed
-        return [FREED] * len(raw) if isinstance(raw, (tuple, list)) else FREED
+            val = FREED
+        else:
+            raw = getattr(fn, "_raw" + name, None)  # _raw_saved_x: the SavedTensor slot(s), kept when freed
+            val = [FREED] * len(raw) if isinstance(raw, (tuple, list)) else FREED
+    if cache is not None:
+        cache[(fn, name)] = val
+    return val
 
 
-def _saved_tensor_slots(fn, name, mark_freed=False):
+def _saved_tensor_slots(fn, name, mark_freed=False, cache=None):
     """[(label, tensor or FREED)] for one ``_saved_*`` attribute (or a Function's saved_tensors)."""
-    val = _get_saved(fn, name, mark_freed)
+    val = _get_saved(fn, name, mark_freed, cache)
     label = name[len(SAVED_PREFIX):] if name.startswith(SAVED_PREFIX) else "saved"
     if val is FREED:
         return [(label, FREED)]
@@ -215,7 +291,7 @@ def _saved_tensor_slots(fn, name, mark_freed=False):
     return []
 
 
-def _attrs(fn, mark_freed=False):
+def _attrs(fn, mark_freed=False, cache=None):
     """Non-tensor saved attributes (dims, sizes, scalars) for ``show_attrs``.
 
     For a custom Function these are the plain attributes its ``ctx`` was given
@@ -227,7 +303,7 @@ def _attrs(fn, mark_freed=False):
     for name in _saved_names(fn):
         if not name.startswith(SAVED_PREFIX):
             continue
-        val = _get_saved(fn, name, mark_freed)
+        val = _get_saved(fn, name, mark_freed, cache)
         if val is FREED or (isinstance(val, list) and val and val[0] is FREED):
             val = "[freed]"
         elif isinstance(val, torch.Tensor):
@@ -238,27 +314,46 @@ def _attrs(fn, mark_freed=False):
     return out
 
 
-def walk(root, params=None, *, show_saved=False, show_attrs=False, mark_freed=False, max_nodes=2000):
+def too_big_message(limit):
+    """The sentence for a graph larger than ``max_nodes``, with measured layout times."""
+    from .render import LAYOUT_SECONDS  # measured by benchmarks/draw.py; render owns the layout
+
+    figures = ", ".join(f"{n:,} nodes {s:g} s" for n, s in LAYOUT_SECONDS)
+    return (
+        f"This graph has more than max_nodes={limit:,} nodes. Draw a smaller part (e.g. one layer's "
+        f"output or a shorter loop), or raise the cap, e.g. max_nodes={limit * 10}, or "
+        f"max_nodes=None for no cap (layout times measured on a 2-core machine: {figures})."
+    )
+
+
+def walk(root, params=None, *, show_saved=False, show_attrs=False, mark_freed=False, max_nodes=2000,
+         modules=None, collapse=()):
     """Walk the backward graph of ``root`` (a tensor or a tuple of tensors) into a ``Graph``.
 
     ``params`` names tensors: a dict ``{name: tensor}`` or pairs such as
-    ``model.named_parameters()``. Raises ``GraphError`` with one sentence when
-    the input is wrong, the graph is larger than ``max_nodes``, or saved tensors
-    were asked for after a backward freed them -- unless ``mark_freed=True``, which
-    draws each freed slot as a "freed" node instead.
+    ``model.named_parameters()``. ``modules``: an ``nn.Module``; each Node gets the
+    path of the module it belongs to in ``Node.group`` (and leaves are named after
+    its parameters unless ``params`` names them). ``collapse``: module paths (or
+    modules) whose Nodes fold into one "module" box. ``max_nodes``: stop (and
+    raise) once the graph has more nodes than this; ``None``: no cap.
+
+    Raises ``GraphError`` with one sentence when the input is wrong, the graph is
+    larger than ``max_nodes``, or saved tensors were asked for after a backward
+    freed them -- unless ``mark_freed=True``, which draws each freed slot as a
+    "freed" node instead.
     """
     roots = as_roots(root)
+    if max_nodes is not None and (not isinstance(max_nodes, int) or max_nodes < 1):
+        raise GraphError(f"max_nodes must be a positive whole number or None (no cap), not {max_nodes!r}.")
+    model = _check_model(modules)
+    if params is None and model is not None:
+        params = model.named_parameters()
     names, results = _param_names(params)
-    total = count_nodes(roots, show_saved, mark_freed)
-    if total > max_nodes:
-        raise GraphError(
-            f"This graph has {total:,} nodes, more than max_nodes={max_nodes:,}. Draw a smaller part "
-            f"(e.g. one layer's output), or pass max_nodes={total} to draw it anyway "
-            "(Graphviz needs seconds for a few thousand nodes)."
-        )
+    _reap()
 
     g = Graph()
     g.roots = roots
+    cache = {}  # (autograd Node, attribute) -> unpacked saved value: each unpack hook runs once
     queue = []  # breadth-first, so ids are numbered by distance from the output
     for r in roots:
         out = g.add_node("output", r, names.get(id(r), "output"))
@@ -267,22 +362,26 @@ def walk(root, params=None, *, show_saved=False, show_attrs=False, mark_freed=Fa
             base = g.add_node("base", r._base, names.get(id(r._base), "base"))
             g.add_edge(base, out, "view")
 
+    seqs = {}  # drawn Node -> its autograd Node's sequence number
     head = 0
     while head < len(queue):
+        if max_nodes is not None and len(g.nodes) > max_nodes:
+            break  # counting stops at the cap
         fn, parent, slot = queue[head]
         head += 1
         node = g._by_fn.get(fn)
         if node is None:
             node = g.add_node("fn", fn, type(fn).__name__, result=results.get(fn))
+            seqs[node] = _seq(fn)
             if show_attrs:
-                node.attrs = _attrs(fn, mark_freed)
+                node.attrs = _attrs(fn, mark_freed, cache)
             if hasattr(fn, "variable"):  # AccumulateGrad: the leaf it fills
                 var = fn.variable
                 leaf = g.add_node("leaf", var, names.get(id(var), ""))
                 g.add_edge(leaf, node, "grad")
             if show_saved:
                 for name in _saved_names(fn):
-                    for label, t in _saved_tensor_slots(fn, name, mark_freed):
+                    for label, t in _saved_tensor_slots(fn, name, mark_freed, cache):
                         saved = (g.add_node("freed", None, label) if t is FREED
                                  else g.add_node("saved", t, label))
                         g.add_edge(saved, node, "saved")  # drawn above the Node that uses it
@@ -290,11 +389,27 @@ def walk(root, params=None, *, show_saved=False, show_attrs=False, mark_freed=Fa
                 if u is not None:
                     queue.append((u, node, i))
         if parent.kind == "fn":
+            _maybe_anchor(fn, seqs[node], seqs[parent])
             g.add_edge(node, parent, "grad", slot)
         else:  # the output tensor: its grad_fn produced it
             g.add_edge(node, parent, "grad")
+    if max_nodes is not None and len(g.nodes) > max_nodes:
+        for fn, parent, _ in queue[head:]:  # wrapped by next_functions but not visited
+            if fn is not None and parent.kind == "fn":
+                _maybe_anchor(fn, _seq(fn), seqs[parent])
+        # The traceback (a notebook keeps the last one) must not keep the half-walked graph alive.
+        queue.clear()
+        seqs.clear()
+        cache.clear()
+        g = fn = parent = node = None
+        raise GraphError(too_big_message(max_nodes))
 
     _link_same_tensors(g)
+    if model is not None:
+        _group_by_module(g, model)
+    _cut_long_edges(g)
+    if collapse:
+        _collapse(g, model, collapse)
     return g
 
 
@@ -332,3 +447,395 @@ def _param_names(params):
             "params must be a dict {name: tensor} or pairs like model.named_parameters()."
         ) from None
     return names, results
+
+
+# --- long edges from shared leaves --------------------------------------------------------
+#
+# A leaf used at every step of a loop (an RNN's weight, a tied embedding) has one
+# AccumulateGrad Node with an edge to every use. Graphviz's `dot` turns an edge
+# that spans k ranks into a chain of k-1 invisible nodes, so 120 such edges of a
+# 60-step RNN add ~20,000 nodes to a 246-node graph: the layout took > 100 s
+# with system dot (network simplex over the invisible nodes, then routing them),
+# while a same-size MLP takes 0.04 s -- and constraint=false on those edges still
+# left 45 s. So an edge from a shared AccumulateGrad that would span more than
+# CUT_SPAN ranks is cut: its tail becomes a small dashed "ref" box, placed by its
+# use, that names the AccumulateGrad it stands for. The edge keeps its id and
+# slot (``Graph.grad_edge`` still finds it), the AccumulateGrad keeps its id, and
+# its nearest uses keep their direct edges, so a short loop looks as torchviz
+# draws it. Figures: benchmarks/draw.py.
+
+CUT_SPAN = 6  # ranks; a step of a small RNN is 3-5 ranks, so the previous step's use stays direct
+
+
+def _ranks(g):
+    """Rank of each node as dot would put it with the outputs at the bottom: the longest
+    path (over gradient and view edges) to an output, counted from the bottom."""
+    heads = {}
+    tails = {}
+    for e in g.edges:
+        if e.kind in ("grad", "view"):
+            heads.setdefault(e.tail, []).append(e.head)
+            tails.setdefault(e.head, []).append(e.tail)
+    pending = {n: len(heads.get(n, ())) for n in g.nodes}
+    rank = {n: 0 for n in g.nodes}
+    ready = [n for n in g.nodes if pending[n] == 0]
+    while ready:
+        n = ready.pop()
+        for t in tails.get(n, ()):
+            rank[t] = max(rank[t], rank[n] + 1)
+            pending[t] -= 1
+            if pending[t] == 0:
+                ready.append(t)
+    return rank
+
+
+def _cut_long_edges(g, span=None):
+    span = CUT_SPAN if span is None else span
+    if span is None:
+        return
+    uses = {}
+    for e in g.edges:
+        if e.kind == "grad" and e.tail.kind == "fn" and e.head.kind == "fn" and hasattr(e.tail.obj, "variable"):
+            uses.setdefault(e.tail, []).append(e)
+    shared = {acc: es for acc, es in uses.items() if len(es) > 1}
+    if not shared:
+        return
+    rank = _ranks(g)
+    for acc, es in shared.items():
+        top = max(rank[e.head] for e in es)  # the AccumulateGrad sits just above its farthest use
+        leaf_edge = g.leaf_edge(acc.obj)
+        label = f"AccumulateGrad({leaf_edge.tail.name})" if leaf_edge and leaf_edge.tail.name else acc.name
+        for e in es:
+            if top - rank[e.head] >= span:
+                ref = g.add_node("ref", acc.obj, label, ref=acc, group=e.head.group)
+                e.tail = ref
+
+
+# --- modules ------------------------------------------------------------------------------
+#
+# The graph knows nothing of nn.Module: a Node is only an op. Hooks could record
+# which module made each Node, but only during the forward, and draw() is called
+# after it. So the mapping is rebuilt from what the graph does show:
+#
+# 1. A parameter belongs to the module that owns it (``named_parameters``; a
+#    parameter shared by two modules belongs to their common parent).
+# 2. A Node that consumes a parameter -- directly, or through views of it
+#    (``TBackward0`` of a Linear's weight) -- belongs to that parameter's module
+#    (to the common parent of several). Only views count: when the model's input
+#    needs no gradient, every Node is a function of parameters alone, and an
+#    activation after layer 0 must not become part of layer 0.
+# 3. Any other Node belongs to the common parent of the nearest modules found
+#    below it (towards the inputs) and above it (towards the output): an
+#    activation between two layers of a Sequential belongs to the Sequential.
+#    A Node with a module only on one side (the loss after the model, the
+#    input's preprocessing) belongs to none.
+# 4. A ``BackwardHookFunctionBackward`` (a module with a full backward hook wraps
+#    its inputs and outputs in one) belongs to the nearest module with such a
+#    hook above it ("input of ...") or below it ("output of ...").
+#
+# Limits: a module without parameters (ReLU, Dropout, pooling) gets no box of
+# its own; its Nodes go to the enclosing module by rule 3. An op at the very edge
+# of a module that is not a parameter's (an activation applied inside a block
+# after its last layer) goes to the enclosing module too. Functional code
+# that uses a module's parameter outside its forward is attributed to that
+# module.
+
+
+# Nodes that only reshape or cast what they get: a view of a parameter is still the parameter.
+_VIEW = re.compile(r"(T|Transpose|Permute|View|UnsafeView|ReshapeAlias|Expand|Slice|Select|Unsqueeze|"
+                   r"Squeeze|ToCopy|Alias|Unbind|Split|SplitWithSizes|Clone|Narrow|AsStrided)Backward\d*")
+
+
+def _check_model(modules):
+    if modules is None:
+        return None
+    if not isinstance(modules, torch.nn.Module):
+        raise GraphError(
+            f"modules must be the model (an nn.Module), e.g. draw(loss, modules=model); got {type(modules).__name__}."
+        )
+    return modules
+
+
+def _lca(a, b):
+    """The common parent of module paths ``a`` and ``b`` (None means "none known")."""
+    if a is None:
+        return b
+    if b is None or a == b:
+        return a
+    pa, pb = a.split(".") if a else [], b.split(".") if b else []
+    common = []
+    for x, y in zip(pa, pb):
+        if x != y:
+            break
+        common.append(x)
+    return ".".join(common)
+
+
+def _has_backward_hook(m):
+    return bool(m._backward_hooks or m._backward_pre_hooks
+                or torch.nn.modules.module._global_backward_hooks
+                or torch.nn.modules.module._global_backward_pre_hooks)
+
+
+def _group_by_module(g, model):
+    paths = dict(model.named_modules(remove_duplicate=False))
+    owner = {}  # id(parameter) -> module path
+    for mpath, m in paths.items():
+        for _, p in m.named_parameters(recurse=False, remove_duplicate=False):
+            owner[id(p)] = _lca(owner.get(id(p)), mpath) if id(p) in owner else mpath
+
+    children, parents = {}, {}
+    for e in g.edges:
+        if e.kind == "grad":
+            children.setdefault(e.head, []).append(e.tail)
+            parents.setdefault(e.tail, []).append(e.head)
+    order = _inputs_first(g, children, parents)
+
+    def is_hook(n):
+        return n.kind == "fn" and n.name == HOOK_NODE
+
+    param_like = {}  # node -> True if it is a parameter, its AccumulateGrad, or a view of those
+    for n in order:  # rules 1 and 2
+        if n.kind == "leaf":
+            n.group = owner.get(id(n.obj))
+            param_like[n] = n.group is not None
+        elif n.kind == "fn" and not is_hook(n):
+            kids = children.get(n, [])
+            from_params = [c for c in kids if param_like.get(c)]
+            for c in from_params:
+                n.group = _lca(n.group, c.group)
+            param_like[n] = (bool(kids) and len(from_params) == len(kids)
+                             and (hasattr(n.obj, "variable") or _VIEW.fullmatch(n.name) is not None))
+
+    below, above = {}, {}  # rule 3: the nearest modules' common parent on each side
+    for n in order:
+        for c in children.get(n, []):
+            side = c.group if c.group is not None and not is_hook(c) else below.get(c)
+            if side is not None:
+                below[n] = _lca(below.get(n), side) if n in below else side
+    for n in reversed(order):
+        for p in parents.get(n, []):
+            side = p.group if p.group is not None and not is_hook(p) else above.get(p)
+            if side is not None:
+                above[n] = _lca(above.get(n), side) if n in above else side
+    for n in order:
+        if n.kind == "fn" and n.group is None and not is_hook(n) and n in below and n in above:
+            n.group = _lca(below[n], above[n])
+
+    for n in order:  # rule 4
+        if is_hook(n):
+            _place_hook(n, children, parents, paths, is_hook)
+
+    for e in g.edges:  # saved tensors sit with the Node that saved them
+        if e.kind == "saved":
+            e.tail.group = e.head.group
+    for n in g.nodes:
+        if n.group is not None:
+            parts = n.group.split(".") if n.group else []
+            for k in range(len(parts) + 1):
+                p = ".".join(parts[:k])
+                if p in paths:
+                    g.modules.setdefault(p, type(paths[p]).__name__)
+
+
+def _inputs_first(g, children, parents):
+    """The nodes in an order where every node comes after all the nodes below it."""
+    pending = {n: len(children.get(n, ())) for n in g.nodes}
+    ready = [n for n in g.nodes if pending[n] == 0]
+    order = []
+    while ready:
+        n = ready.pop()
+        order.append(n)
+        for p in parents.get(n, ()):
+            pending[p] -= 1
+            if pending[p] == 0:
+                ready.append(p)
+    return order
+
+
+def _hooked_module(path, paths):
+    """The innermost module at or above ``path`` that has a full backward hook."""
+    while path is not None:
+        m = paths.get(path)
+        if m is not None and _has_backward_hook(m):
+            return path
+        path = None if path == "" else (path.rsplit(".", 1)[0] if "." in path else "")
+    return None
+
+
+def _place_hook(n, children, parents, paths, is_hook):
+    """Rule 4: the module whose input (above) or output (below) this hook Node wraps."""
+    def search(links):
+        frontier, seen, dist = list(links.get(n, [])), set(), 1
+        while frontier:
+            found = [f for f in frontier if not is_hook(f) and f.group is not None]
+            hooked = [(_hooked_module(f.group, paths), f) for f in found]
+            hooked = [h for h, _ in hooked if h is not None]
+            if hooked:
+                return hooked[0], dist
+            nxt = []
+            for f in frontier:
+                if f not in seen:
+                    seen.add(f)
+                    nxt.extend(links.get(f, []))
+            frontier, dist = nxt, dist + 1
+        return None, None
+
+    up, d_up = search(parents)
+    down, d_down = search(children)
+    if up is not None and (down is None or d_up <= d_down):
+        n.group, n.note = up, f"input of {_module_label(up, paths)}"
+    elif down is not None:
+        n.group, n.note = down, f"output of {_module_label(down, paths)}"
+
+
+def _module_label(path, paths):
+    m = paths.get(path)
+    kind = type(m).__name__ if m is not None else "module"
+    return f"{path} ({kind})" if path else f"the model ({kind})"
+
+
+def _collapse(g, model, collapse):
+    """Fold every node of each module in ``collapse`` into one "module" box."""
+    if model is None:
+        raise GraphError("collapse needs the model: pass it too, e.g. draw(loss, modules=model, collapse=['encoder']).")
+    paths = dict(model.named_modules(remove_duplicate=False))
+    by_obj = {id(m): p for p, m in paths.items()}
+    wanted = []
+    for c in ([collapse] if isinstance(collapse, (str, torch.nn.Module)) else collapse):
+        p = by_obj.get(id(c)) if isinstance(c, torch.nn.Module) else c
+        if p not in paths:
+            known = ", ".join(repr(k) for k in list(paths)[1:8]) + (", ..." if len(paths) > 8 else "")
+            raise GraphError(f"collapse: {c!r} is not a module of the model; its modules are {known}.")
+        wanted.append(p)
+
+    def outermost(group):
+        if group is None:
+            return None
+        hits = [p for p in wanted if group == p or p == "" or group.startswith(p + ".")]
+        return min(hits, key=len) if hits else None
+
+    boxes = {}
+    for n in list(g.nodes):
+        p = outermost(n.group)
+        if p is None or n.kind in ("output", "base"):
+            continue
+        box = boxes.get(p)
+        if box is None:
+            parent = None if p == "" else (p.rsplit(".", 1)[0] if "." in p else "")
+            box = boxes[p] = g.add_node("module", paths[p], p, group=parent)
+        n.box = box
+        box.members.append(n)
+    if not boxes:
+        return
+    g.nodes = [n for n in g.nodes if n.box is None]
+    g.hidden.extend(m for b in boxes.values() for m in b.members)
+    kept = []
+    for e in g.edges:
+        tail, head = e.tail.box or e.tail, e.head.box or e.head
+        if tail is head:  # inside one box: not drawn
+            g.hidden_edges.append(e)
+            if e.kind == "grad" and e.head.kind == "fn" and e.slot is not None:
+                g._grad_edge.pop((e.head.obj, e.slot), None)
+            continue
+        e.tail, e.head = tail, head
+        kept.append(e)
+    g.edges = kept
+    for p, box in boxes.items():
+        g.modules.setdefault(p, type(paths[p]).__name__)
+
+
+# --- freeing a walked graph ----------------------------------------------------------------
+#
+# What goes wrong without this (torch 2.13, measured on Linux with the usual 8 MB
+# stack): walk 43,000 or more Nodes of a chain from Python -- with this walk,
+# torchviz's, or a bare loop over ``next_functions`` -- and freeing the graph
+# later kills the process with a segfault; plain torch frees the same graph fine.
+# The cause: touching a Node from Python gives it a Python object, and since
+# torch 2.13 (Nodes became ``intrusive_ptr``s with "PyObject preservation", see
+# c10/util/intrusive_ptr.h) a Node keeps that object alive for as long as
+# anything else refers to the Node. Such a Node is then freed through Python's
+# deallocator, one C call inside the previous one, instead of by torch's own
+# loop that frees a deep graph without recursion (torch/csrc/autograd/function.cpp,
+# ``deleteNode``). A chain of N such Nodes needs N nested C calls (~190 bytes of
+# stack each), and the stack runs out at ~43,000. Dropping our references does
+# not help: the Node keeps its Python object anyway.
+#
+# The fix: keep a reference to a few "anchor" Nodes, so that no chain of walked
+# Nodes freed in one go is longer than ANCHOR_SPAN. Sequence numbers (the order
+# in which the forward created the Nodes) fall strictly along every edge from
+# an output towards the inputs, so a path whose Nodes all have sequence numbers
+# within one block of ANCHOR_SPAN has at most ANCHOR_SPAN Nodes: we anchor every
+# Node reached over an edge that crosses from one block into another. When
+# the learner frees the graph, freeing stops at the anchors; ``_reap`` then
+# releases each anchor that nothing else refers to any more, nearest the output
+# first, so each release frees at most ANCHOR_SPAN Nodes in a row. ``_reap`` runs
+# after each garbage collection (so within a few hundred allocations) and at the
+# start of every walk. A 100,000-op chain needs 100 anchors. Cost: the part of a
+# freed graph below an anchor lives until the next collection.
+
+ANCHOR_SPAN = 1000  # 1,000 nested frees need ~0.2 MB of stack: safe in any thread
+
+_anchors = {}  # id(autograd Node) -> (sequence number, autograd Node)
+_reaping = False
+_hooked = False
+
+
+def _seq(fn):
+    """The Node's sequence number (the order the forward created it); -1 if it has none,
+    which makes every edge to it cross a block boundary: anchored, to be safe."""
+    try:
+        return fn._sequence_nr()
+    except (AttributeError, RuntimeError):
+        return -1
+
+
+def _maybe_anchor(fn, seq, parent_seq):
+    """Anchor ``fn`` if the edge from a Node numbered ``parent_seq`` crosses a block boundary."""
+    global _hooked
+    if seq // ANCHOR_SPAN == parent_seq // ANCHOR_SPAN or id(fn) in _anchors:
+        return
+    if hasattr(fn, "variable"):  # an AccumulateGrad frees nothing below it
+        return
+    _anchors[id(fn)] = (seq, fn)
+    if not _hooked:
+        gc.callbacks.append(_after_gc)
+        _hooked = True
+
+
+def _free_refs():
+    """What ``sys.getrefcount`` says for an anchor that only ``_anchors`` refers to."""
+    entry = (0, object())
+    return sys.getrefcount(entry[1])
+
+
+_FREE_REFS = _free_refs()
+
+
+def _reap():
+    """Release the anchors nothing else refers to, nearest the output first."""
+    global _reaping
+    if _reaping or not _anchors:
+        return
+    _reaping = True
+    try:
+        for key in sorted(_anchors, key=lambda k: -_anchors[k][0]):
+            entry = _anchors.get(key)
+            # Not referenced by anything else: no other Python reference and (by
+            # PyObject preservation) no Node or tensor that still uses it.
+            if entry is not None and sys.getrefcount(entry[1]) <= _FREE_REFS:
+                _anchors.pop(key, None)
+                entry = None  # frees the Node and the walked Nodes below it, down to the next anchors
+    finally:
+        _reaping = False
+
+
+def _after_gc(phase, info):
+    if phase == "stop" and _anchors:
+        _reap()
+
+
+@atexit.register
+def _unhook():
+    if _hooked and _after_gc in gc.callbacks:
+        gc.callbacks.remove(_after_gc)

@@ -2,14 +2,20 @@
 
 Notebooks run in a temporary folder (so they never write into the repo) with
 the `python3` kernel, which jupyter_client starts with this same Python.
+
+With several test processes (pytest -n, see conftest.py) the first process to
+need a notebook runs it and leaves the result in the session's private cache
+folder (``AUTOGRAD_LAB_NB_CACHE``); the others wait for it and read it.
 """
+import fcntl
 import functools
-import shutil
-import tempfile
+import hashlib
+import os
 from pathlib import Path
 
-import nbclient
 import nbformat
+
+from helpers import website
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "solutions"
@@ -21,20 +27,29 @@ def notebooks(folder):
     return sorted(folder.glob("*.ipynb"))
 
 
+CACHE_ENV = "AUTOGRAD_LAB_NB_CACHE"
+
+
 @functools.lru_cache(maxsize=None)
 def executed(path):
     """The notebook at ``path`` after running every cell (errors kept as outputs)."""
-    nb = nbformat.read(path, as_version=4)
-    with tempfile.TemporaryDirectory() as tmp:
-        for extra in Path(path).parent.iterdir():  # data files next to the notebook
-            if extra.is_file() and extra.suffix != ".ipynb":
-                shutil.copy(extra, tmp)
-        client = nbclient.NotebookClient(
-            nb, timeout=TIMEOUT, kernel_name="python3", allow_errors=True,
-            resources={"metadata": {"path": tmp}},
-        )
-        client.execute()
-    return nb
+    cache = os.environ.get(CACHE_ENV)
+    if not cache:
+        return _execute(path)
+    path = Path(path)
+    key = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    target = Path(cache) / f"{path.parent.name}-{path.stem}-{key}.ipynb"
+    with open(target.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process runs it; the others wait, then read
+        if target.exists():
+            return nbformat.read(target, as_version=4)
+        nb = _execute(path)
+        nbformat.write(nb, target)
+        return nb
+
+
+def _execute(path):
+    return website.execute(path, timeout=TIMEOUT)  # the same run the web site is built from
 
 
 def errors(nb):

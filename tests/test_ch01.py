@@ -86,3 +86,111 @@ def test_pow_by_a_number_has_one_next_functions_entry():
     w = torch.tensor(3.0, requires_grad=True)
     assert len((w ** 2).grad_fn.next_functions) == 1
     assert (w * 2).grad_fn.next_functions[1] == (None, 0)
+
+
+# ------------------------------------------------ next_functions: differentiable inputs only
+
+def test_next_functions_has_no_entry_for_an_index_or_a_condition():
+    v = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    picked = v.index_select(0, torch.tensor([2, 0]))
+    assert len(picked.grad_fn.next_functions) == 1
+    assert picked.grad_fn.next_functions[0][0].variable is v
+    chosen = torch.where(torch.tensor([True, False, True]), v, torch.zeros(3))
+    entries = chosen.grad_fn.next_functions
+    assert len(entries) == 2 and entries[0][0].variable is v and entries[1] == (None, 0)
+
+
+def test_a_comparison_records_no_node_although_its_input_requires_grad():
+    # The prose: "each differentiable operation ... records a backward Node"; `v > 1.5` records none.
+    v = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    for result in (v > 1.5, v == 2.0, v.argmax()):
+        assert result.grad_fn is None and not result.requires_grad
+
+
+# ------------------------------------------------ engine order: one device; GraphRoot
+
+def _engine_ran(fn):
+    from torch.profiler import profile
+    with profile() as prof:
+        fn()
+    return [e.name.split(": ")[-1] for e in prof.events() if "evaluate_function" in e.name]
+
+
+def test_a_backward_from_several_roots_runs_a_graph_root_the_trace_omits():
+    u = torch.tensor(3.0, requires_grad=True)
+    r1, r2 = u * 2, u.exp()
+    assert _engine_ran(lambda: torch.autograd.backward([r1, r2], retain_graph=True)) == [
+        "torch::autograd::GraphRoot", "ExpBackward0", "MulBackward0", "torch::autograd::AccumulateGrad"]
+    assert [s.name for s in trace_backward((r1, r2))] == ["ExpBackward0", "MulBackward0", "AccumulateGrad"]
+    r = u * 2  # one root: the engine starts at its grad_fn, no GraphRoot
+    assert _engine_ran(lambda: r.backward()) == ["MulBackward0", "torch::autograd::AccumulateGrad"]
+
+
+# ------------------------------------------------ the *_sym_* rows of show_attrs
+
+def test_sym_rows_are_shapes_kept_only_when_needed():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    out = model(torch.randn(2, 3)).sum()
+    assert tuple(out.grad_fn._saved_self_sym_sizes) == (2, 1)
+    first = [fn for fn in walk(out).fns if type(fn).__name__ == "AddmmBackward0"
+             and tuple(fn._saved_mat2_sym_sizes) == (3, 4)]
+    assert tuple(first[0]._saved_mat1_sym_strides) == ()  # inputs needs no gradient...
+    out = model(torch.randn(2, 3, requires_grad=True)).sum()
+    first = [fn for fn in walk(out).fns if type(fn).__name__ == "AddmmBackward0"
+             and tuple(fn._saved_mat2_sym_sizes) == (3, 4)]
+    assert tuple(first[0]._saved_mat1_sym_strides) == (3, 1)  # ...and now it does
+
+
+# ------------------------------------------------ what the notebook's cells show
+
+def _notebook():
+    from nbexec import SOLUTIONS
+    return SOLUTIONS / "01_computational_graphs.ipynb"
+
+
+def test_the_notebook_shows_the_graph_root_and_the_index_entries():
+    from nbexec import output_of
+    assert "['torch::autograd::GraphRoot', 'ExpBackward0', 'MulBackward0'" in output_of(_notebook(), "profile()")
+    text = output_of(_notebook(), "index_select").splitlines()
+    assert text[0].count("AccumulateGrad") == 1 and "None" not in text[0]
+    assert text[1] == "mask: tensor([False,  True,  True])   grad_fn: None   requires_grad: False"
+    assert text[2].count("AccumulateGrad") == 1 and "(None, 0)" in text[2]
+    assert text[3].startswith("<MulBackward0") and "(None, 0)" in text[3]      # v * 2
+    assert text[4].startswith("<PowBackward0") and "None" not in text[4]       # v ** 2
+
+
+def test_no_stray_outputs_and_leaf_values_print_as_written():
+    import re
+    from nbexec import executed, output_of
+    assert "AccumulateGrad  -> leaf [0.1 0.1]" in output_of(_notebook(), "probe = torch.tensor(")
+    for c in executed(_notebook()).cells:
+        if c.cell_type == "code":
+            assert len(c.source.splitlines()) <= 25, c.source[:80]
+        for o in c.get("outputs", []):
+            text = o.get("text", "") + o.get("data", {}).get("text/plain", "")
+            assert "torch._C.Generator" not in text and "USDT" not in text
+            assert not re.search(r"\d\.\d{9,}", text), text
+
+
+def test_the_predict_first_stepper_is_used_once_and_its_numbers_are_the_ones_asked_for():
+    from nbexec import executed
+    cells = [c for c in executed(_notebook()).cells if c.cell_type == "code" and "predict=True" in c.source]
+    assert len(cells) == 1 and "(w - b) ** 3" in cells[0].source
+    w, b = torch.tensor(3.0, requires_grad=True), torch.tensor(1.0, requires_grad=True)
+    steps = {s.name: s for s in trace_backward((w - b) ** 3, params={"w": w, "b": b}).steps}
+    assert [g.item() for g in steps["PowBackward0"].grad_inputs] == [12.0]   # 3 (w - b)²
+    assert [g.item() for g in steps["SubBackward0"].grad_inputs] == [12.0, -12.0]
+
+
+def test_modules_grouping_puts_each_node_where_the_prose_says():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    out = model(torch.randn(2, 3)).sum()
+    groups = {}
+    for n in walk(out, modules=model).nodes:
+        groups.setdefault(n.name or type(n.obj).__name__, []).append(n.group)
+    assert groups["ReluBackward0"] == [""]            # no box of its own: in the Sequential
+    assert groups["SumBackward0"] == [None]           # the .sum() we added: outside the model
+    assert sorted(groups["AddmmBackward0"]) == ["0", "2"]
+    assert groups["0.weight"] == ["0"] and groups["2.bias"] == ["2"]

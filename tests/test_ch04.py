@@ -53,7 +53,7 @@ def test_optimizer_in_backward_matches_optimizer_step():
 
 
 def test_float16_halves_the_bytes_for_a_small_error():
-    text = output_of("def pack_fp16(t):")
+    text = output_of("with saved_tensors_hooks(pack_fp16, unpack_fp16):")
     small, full = map(int, re.search(r"bytes stored: (\d+) in float16 instead of (\d+)", text).groups())
     assert 2 * small == full
     errors = [float(e) for e in re.findall(r"largest error = (\S+) of", text)]
@@ -78,3 +78,33 @@ def test_autograd_grad_fills_a_retained_non_leaf_grad():
     first = text.split("h.grad afterwards:     ")[1].splitlines()[0]
     assert first == text.split("autograd.grad returns: ")[1].splitlines()[0]   # filled, not None
     assert "after a second call:   tensor([-1.9800,  1.9203])" in text          # and accumulated
+
+
+def test_no_stray_outputs_and_short_cells():
+    """No `<torch._C.Generator ...>` printed by a seed; no cell longer than 20 lines as shown."""
+    import nbexec as _nbexec
+    for cell in _nbexec.executed(PATH).cells:
+        if cell.cell_type != "code":
+            continue
+        shown = [o.get("data", {}).get("text/plain", "") for o in cell.outputs]
+        assert not any("torch._C.Generator" in s for s in shown), cell.source[:60]
+        lines = cell.source.split("### BEGIN HIDDEN TESTS")[0].rstrip().splitlines()
+        assert len(lines) <= 20, f"cell {cell.id} has {len(lines)} lines"
+
+
+def test_hook_nodes_name_their_layer():
+    """With modules=net, each BackwardHookFunctionBackward says whose input or output it wraps."""
+    import nbexec as _nbexec
+    cells = [c for c in _nbexec.executed(PATH).cells
+             if c.cell_type == "code" and "modules=net" in c.source and c.source.startswith("draw(")]
+    assert len(cells) == 1
+    svg = next(o["data"]["image/svg+xml"] for o in cells[0].outputs if "image/svg+xml" in o.get("data", {}))
+    assert svg.count(">BackwardHookFunctionBackward<") == 4        # two per hooked layer
+    for note in ("input of 0 (Linear)", "output of 0 (Linear)", "input of 2 (Linear)", "output of 2 (Linear)"):
+        assert svg.count(f">{note}<") == 1, note
+
+
+def test_save_on_cpu_stores_a_cpu_tensor_itself():
+    text = output_of("hooks = save_on_cpu()")
+    assert "same gradients: True" in text and "a saved_tensors_hooks: True" in text
+    assert "what it stores for a CPU tensor is the tensor itself: True" in text   # "it just saves nothing"

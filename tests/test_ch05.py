@@ -46,3 +46,40 @@ def test_wgan_gp_critic_levels_off_above_the_distance(printed):
 def test_the_silent_penalty_changes_nothing(printed):
     text = output_with(printed, "with vs without the penalty")
     assert "requires_grad: False" in text and text.strip().endswith(" 0.0"), text
+
+
+def test_no_stray_outputs_and_short_cells():
+    """No `<torch._C.Generator ...>` printed by a seed; no cell longer than 20 lines as shown."""
+    import nbexec as _nbexec
+    for cell in _nbexec.executed(NOTEBOOK).cells:
+        if cell.cell_type != "code":
+            continue
+        shown = [o.get("data", {}).get("text/plain", "") for o in cell.outputs]
+        assert not any("torch._C.Generator" in s for s in shown), cell.source[:60]
+        lines = cell.source.split("### BEGIN HIDDEN TESTS")[0].rstrip().splitlines()
+        assert len(lines) <= 20, f"cell {cell.id} has {len(lines)} lines"
+
+
+def test_the_penalty_graph_grouped_by_layer_has_no_second_bias():
+    import torch
+    from torch import nn
+
+    from helpers import draw
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 1))
+    eps = torch.rand(4, 1)
+    x_hat = (eps * torch.randn(4, 2) + (1 - eps) * torch.randn(4, 2)).requires_grad_(True)
+    slope, = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    picture = draw(((slope.norm(dim=1) - 1) ** 2).mean(), dict(critic.named_parameters()), modules=critic)
+    leaves = {n.name for n in picture.graph.nodes if n.kind == "leaf"}
+    assert {"0.weight", "0.bias", "2.weight"} <= leaves and "2.bias" not in leaves
+    groups = {n.name: n.group for n in picture.graph.nodes if n.kind == "fn"}
+    assert groups["TanhBackwardBackward0"] == ""       # the model's own box, "between the two layers"
+
+
+def test_a_constant_first_derivative_has_no_graph_but_x_cubed_keeps_one(printed):
+    """Section 4.4: grad of 3z has no graph even with create_graph; x**3's 4th derivative is a zero tensor."""
+    assert "tensor(3.)  requires_grad: False" in output_with(printed, "tensor(3.)  requires_grad")
+    text = output_with(printed, "4th derivative of x³")
+    assert "4th derivative of x³ with autograd.grad: tensor(0.)" in text
+    assert "2nd derivative of 3z with torch.func:     tensor(0.)" in text

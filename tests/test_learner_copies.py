@@ -2,6 +2,7 @@
 leaked, and failing only the way an unfinished exercise should."""
 import pytest
 
+from exercise_harness import lines_of
 from helpers import release
 from nbexec import NOTEBOOKS, ROOT, SOLUTIONS, errors, executed, expects_error, notebooks
 
@@ -67,3 +68,7 @@ def test_a_blank_learner_copy_fails_only_as_unfinished(path):
     free = [c.id for c in nb.cells if c.cell_type == "code"
             and c.metadata.get("nbgrader", {}).get("grade") and id(c) not in raised]
     assert not free, f"notebooks/{path.name}: graded cells {free} pass without any answer."
+    # A failing check is one line of feedback: no traceback, no ✅ line of a check that passed.
+    long = {c.id: lines_of(c) for c in nb.cells if c.cell_type == "code"
+            and c.metadata.get("nbgrader", {}).get("grade") and len(lines_of(c)) != 1}
+    assert not long, f"notebooks/{path.name}: graded cells that fail with more than one line: {long}"

@@ -211,8 +211,14 @@ def test_check_tells_a_hand_edit_from_a_stale_copy(course):
 @pytest.mark.parametrize("change, says", [
     (lambda nb: nb.cells[1].metadata.pop("nbgrader"), "cell 2 has a SOLUTION region but is not a solution cell"),
     (lambda nb: setattr(nb.cells[2], "source", "### BEGIN HIDDEN TESTS\nx"), "cell 3 has 1 BEGIN HIDDEN TESTS but 0"),
-    (lambda nb: nb.cells[2].metadata.nbgrader.update(grade_id="answer"), "Duplicate grade id: answer"),
-    (lambda nb: nb.cells[2].metadata.nbgrader.pop("points"), "does not have points"),
+    (lambda nb: nb.cells[2].metadata.nbgrader.update(grade_id="answer"),
+     "cell 3 has grade id 'answer', which cell 2 already uses"),
+    (lambda nb: nb.cells[2].metadata.nbgrader.pop("points"), "cell 3: nbgrader cell 'check' does not have points"),
+    (lambda nb: nb.cells[2].metadata.nbgrader.update(points=-1), "cell 3: -1 is less than the minimum"),
+    (lambda nb: nb.cells[2].metadata.nbgrader.update(grade_id="a b"), "cell 3: 'a b' does not match"),
+    (lambda nb: nb.cells[2].metadata.nbgrader.pop("schema_version"), "cell 3: Outdated schema version"),
+    (lambda nb: nb.cells[1].metadata.update(nbgrader="yes"), "cell 2 has nbgrader metadata that is not a dictionary"),
+    (lambda nb: nb.cells[4].metadata.nbgrader.update(solution=False), "cell 5: Markdown grade cell 'essay'"),
 ])
 def test_broken_markup_is_one_sentence_and_writes_nothing(course, capsys, change, says):
     nb = nbformat.read(course / "solutions" / "00_a.ipynb", as_version=4)
@@ -247,3 +253,65 @@ def test_check_and_force_do_not_go_together(course):
     with pytest.raises(SystemExit) as exit:
         release.main(["--root", str(course), "--check", "--force"])
     assert exit.value.code == 2
+
+
+@pytest.mark.parametrize("text, says", [
+    ("{not json", "solutions/00_a.ipynb is not a valid notebook"),
+    ("[]", "solutions/00_a.ipynb is not a valid notebook"),
+    ('{"cells": 5, "nbformat": 4, "nbformat_minor": 5, "metadata": {}}', "solutions/00_a.ipynb"),
+])
+def test_a_file_that_is_not_a_notebook_is_one_sentence(course, capsys, text, says):
+    (course / "solutions" / "00_a.ipynb").write_text(text)
+    assert release.main(["--root", str(course)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and "\n" not in err and "Traceback" not in err
+
+
+def test_a_cell_that_breaks_the_notebook_format_is_named(course, capsys):
+    data = json.loads((course / "solutions" / "00_a.ipynb").read_text())
+    data["cells"][2]["source"] = 5
+    (course / "solutions" / "00_a.ipynb").write_text(json.dumps(data))
+    assert release.main(["--root", str(course)]) == 2
+    assert "solutions/00_a.ipynb: cell 3: " in capsys.readouterr().err
+
+
+def test_notebooks_linked_to_solutions_is_refused(course, capsys):
+    before = snapshot(course / "solutions")
+    (course / "notebooks").symlink_to(course / "solutions")
+    for args in ([], ["--force"], ["--check"]):
+        assert release.main(["--root", str(course), *args]) == 2
+        assert "inside solutions/" in capsys.readouterr().err
+    assert snapshot(course / "solutions") == before
+
+
+def test_a_learner_copy_linked_into_solutions_is_refused(course, capsys):
+    before = snapshot(course / "solutions")
+    (course / "notebooks").mkdir()
+    (course / "notebooks" / "00_a.ipynb").symlink_to(course / "solutions" / "00_a.ipynb")
+    assert release.main(["--root", str(course), "--force"]) == 2
+    assert "notebooks/00_a.ipynb is a link into solutions/" in capsys.readouterr().err
+    assert snapshot(course / "solutions") == before
+
+
+def test_notebooks_as_a_file_is_one_sentence(course, capsys):
+    (course / "notebooks").write_text("oops")
+    assert release.main(["--root", str(course)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_check_names_the_backup_that_force_would_write(course, capsys):
+    release.main(["--root", str(course)])
+    copy = course / "notebooks" / "00_a.ipynb"
+    edit(copy, "# Exercise", "# Exercise, mine")
+    (course / "notebooks" / "00_a.ipynb.bak").write_text("an older backup")
+    capsys.readouterr()
+    assert release.main(["--root", str(course), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "notebooks/00_a.ipynb.bak2" in err
+    assert release.main(["--root", str(course), "--force"]) == 0
+    assert b"mine" in (course / "notebooks" / "00_a.ipynb.bak2").read_bytes()
+
+
+def test_release_errors_show_as_one_line_in_a_notebook():
+    lines = release.ReleaseError("solutions/x.ipynb: cell 3: broken.")._render_traceback_()
+    assert len(lines) == 1 and lines[0].endswith("ReleaseError\x1b[0m: solutions/x.ipynb: cell 3: broken.")

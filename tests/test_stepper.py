@@ -1,5 +1,11 @@
 """The stepper widgets' Python side: payload, ids, step state and errors (no browser)."""
+import inspect
+import json
 import re
+import types
+import urllib.parse
+from pathlib import Path
+from html import unescape
 
 import pytest
 import torch
@@ -213,3 +219,197 @@ def test_trace_and_stepper_share_ids():
     trace = trace_backward(root, params=params)
     suffix = lambda i: i[i.rindex("n"):]  # noqa: E731 (ids differ only by the per-diagram prefix)
     assert [suffix(s["run"][0]) for s in stepper._payload["steps"][1:]] == [suffix(s.node_id) for s in trace]
+
+
+# --- what each step explains ------------------------------------------------------
+
+def test_each_step_shows_the_rule_the_node_applied():
+    w = torch.tensor(2.0, requires_grad=True)
+    b = torch.tensor(1.0, requires_grad=True)
+    x = torch.tensor(3.0)
+    stepper = step_backward(w * x + b, {"w": w, "x": x, "b": b})
+    steps = stepper._payload["steps"]
+    assert "formula" not in steps[0]  # before backward: no Node ran
+    for step, s in zip(steps[1:], stepper.trace):
+        assert s.formula.endswith(step["formula"])  # the Node's name is the panel's title
+    mul = next(st for st in steps if st["title"] == "MulBackward0")
+    assert mul["formula"] == "grad_w = grad · x = 1 · 3 = 3"
+
+
+def test_predict_mode_carries_what_to_ask_and_the_answers():
+    root, params = wxb()
+    stepper = step_backward(root, params, predict=True)
+    payload = stepper._payload
+    assert payload["predict"] is True
+    json.dumps(payload, allow_nan=False)  # the browser's JSON has no NaN
+    for step in payload["steps"]:
+        if step.get("leaf") or step["title"] == "before backward":
+            assert "guess" not in step  # AccumulateGrad only adds up; nothing to predict
+    add = payload["steps"][1]
+    assert [g["row"] for g in add["guess"]] == [1, 2]  # rows: received, sent, sent
+    assert [add["rows"][g["row"]][0] for g in add["guess"]] == ["sent → MulBackward0", "sent → AccumulateGrad(b)"]
+    mul = payload["steps"][3]
+    assert mul["guess"] == [{"row": 1, "text": "3", "value": 3.0, "received": 1.0}]
+    assert "guess" not in step_backward(*wxb())._payload["steps"][3]  # only when asked
+
+
+def test_predict_mode_offers_choices_for_tensors():
+    v = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    stepper = step_backward((v.exp() * 2).sum(), {"v": v}, predict=True)
+    exp = next(s for s in stepper._payload["steps"] if s["title"] == "ExpBackward0")
+    (guess,) = exp["guess"]
+    texts = [c[0] for c in guess["choices"]]
+    assert len(texts) == len(set(texts)) >= 3
+    right = [c for c in guess["choices"] if c[1] is None]
+    assert right == [[guess["text"], None]] and guess["text"] == exp["rows"][guess["row"]][1]
+    assert all(c[1] for c in guess["choices"] if c[0] != guess["text"])  # each wrong one says why
+    again = step_backward((v.exp() * 2).sum(), {"v": v}, predict=True)
+    assert next(s for s in again._payload["steps"] if s["title"] == "ExpBackward0")["guess"] == [guess]
+
+
+# --- the stepper as a debugger ------------------------------------------------------
+
+def nan_graph():
+    z = torch.tensor([0.0, 4.0], requires_grad=True)
+    return (z.sqrt() * 2).sum(), {"z": z}
+
+
+def test_stop_at_nonfinite_opens_where_the_first_nan_or_inf_was_sent():
+    root, params = nan_graph()
+    stepper = step_backward(root, params, stop_at="nonfinite")
+    first = stepper.trace.first_nonfinite()
+    assert first is not None and first.name == "SqrtBackward0"
+    assert stepper.step == first.index and stepper.current is first
+    where = stepper._payload["steps"][first.index]
+    assert where["alert"].startswith("First NaN or infinity: ") and first.nonfinite in where["alert"]
+    assert sum("alert" in s for s in stepper._payload["steps"]) == 1
+    json.dumps(stepper._payload, allow_nan=False)
+
+
+def test_stop_at_when_everything_is_finite_and_bad_values():
+    stepper = step_backward(*wxb(), stop_at="nonfinite")
+    assert stepper.step == 0 and "every gradient of this backward is finite" in stepper._payload["steps"][0]["note"]
+    assert step_backward(*wxb(), stop_at=3).step == 3
+    with pytest.raises(ValueError, match='stop_at can be "nonfinite"'):
+        step_backward(*wxb(), stop_at="nan!")
+
+
+# --- grouping by module -----------------------------------------------------------
+
+def test_module_keywords_are_passed_to_the_picture_or_refused_clearly():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'modulez'"):
+        step_backward(*wxb(), modulez=1)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    loss = model(torch.randn(2, 3)).sum()
+    stepper = step_backward(loss, modules=model)
+    assert payload_ids(stepper._payload) <= svg_ids(stepper._svg)
+    assert stepper._svg.count('class="cluster') >= 2  # a box per Linear (and the model)
+    assert "AccumulateGrad(0.weight)" in [s["title"] for s in stepper._payload["steps"]]
+    forward = step_forward(lambda x: model(x).sum(), torch.randn(2, 3), modules=model)
+    assert payload_ids(forward._payload) <= svg_ids(forward._svg)
+    assert forward._svg.count('class="cluster') >= 2
+    # A collapsed module is one box: it runs for each of its Nodes.
+    folded = step_backward(loss, modules=model, collapse=["0"])
+    box = [s for s in folded._payload["steps"] if s["title"].endswith(" in 0")]
+    assert [s["title"] for s in box] == ["AddmmBackward0 in 0", "AccumulateGrad(0.bias) in 0", "TBackward0 in 0",
+                                         "AccumulateGrad(0.weight) in 0"]
+    assert len({s["run"][0] for s in box}) == 1 and box[0]["run"][0] in svg_ids(folded._svg)
+
+
+# --- the static form ------------------------------------------------------------------
+
+def static_parts(html):
+    state = re.search(r'<script type="application/json" class="ag-stepper-state">(.*?)</script>', html, re.S)
+    img = re.search(r'<div class="ag-static-diagram"><img src="([^"]*)"', html)
+    return json.loads(state.group(1)), img.group(1)
+
+
+def test_the_html_form_embeds_the_state_and_the_picture_once():
+    w = torch.tensor(2.0, requires_grad=True)
+    stepper = step_backward((w * 3 + 1).sin(), {"w</script><b>": w}, predict=True)  # a hostile name
+    data, meta = stepper._repr_mimebundle_()
+    assert set(data) == {"text/plain", "text/html", "application/vnd.jupyter.widget-view+json"}
+    assert "run the cell" in data["text/plain"]
+    html = data["text/html"]
+    assert html.count("</script>") == 1 and "<b>" not in html
+    state, src = static_parts(html)
+    assert state == json.loads(json.dumps(stepper.static_state()))
+    assert state["_payload"] == stepper._payload and state["n_steps"] == stepper.n_steps
+    assert src.startswith("data:image/svg+xml;charset=utf-8,")
+    svg = urllib.parse.unquote(unescape(src).split(",", 1)[1])
+    assert svg == stepper._svg[stepper._svg.index("<svg"):]
+    assert html.count("<svg") == 0  # the picture once, as an image (sanitizers strip inline SVG)
+    assert "run the cell to step through it" in html
+
+
+# --- a cell that runs again --------------------------------------------------------
+
+class FakeIPython:
+    def __init__(self):
+        self.handlers = []
+        self.events = self
+        self.kernel = self
+        self.cell = None
+
+    def register(self, event, fn):
+        assert event == "pre_run_cell"
+        self.handlers.append(fn)
+
+    def get_parent(self):
+        return {"metadata": {"cellId": self.cell}}
+
+    def run(self, cell):
+        self.cell = cell
+        for fn in self.handlers:
+            fn(types.SimpleNamespace(cell_id=cell))
+
+
+def test_a_cell_that_runs_again_closes_the_steppers_only_it_showed(monkeypatch):
+    import helpers.stepper as stepper_module
+
+    ip = FakeIPython()
+    cells = stepper_module._CellOutputs()
+    monkeypatch.setattr(stepper_module, "_cells", cells)
+    monkeypatch.setattr(cells, "_ipython", lambda: ip)
+    ip.run("A")
+    a = step_backward(*wxb())
+    a._repr_mimebundle_()
+    shared = step_backward(*wxb())
+    shared._repr_mimebundle_()
+    ip.run("B")
+    shared._repr_mimebundle_()  # shown by cell B too
+    ip.run("A")  # A runs again: its old output is gone
+    assert a.comm is None and shared.comm is not None
+    a._repr_mimebundle_()  # showing a closed stepper again opens it again
+    assert a.comm is not None and a.step == 0
+
+
+def test_the_course_jupyterlab_saves_widget_state():
+    """Without it, a reopened notebook shows "Error displaying widget: model not found" where
+    each stepper was (ipywidgets restores a widget only from state saved in the notebook)."""
+    overrides = json.loads((Path(__file__).resolve().parents[1] / "binder" / "overrides.json").read_text())
+    assert overrides["@jupyter-widgets/jupyterlab-manager:plugin"] == {"saveState": True}
+
+
+def test_the_front_end_sent_to_the_browser_is_compact_and_complete():
+    from helpers.stepper import STATIC, Stepper
+
+    assert "export default { render };" in Stepper._esm and not Stepper._esm.startswith("//")
+    assert len(Stepper._esm) < 0.85 * len((STATIC / "stepper.js").read_text())
+    assert "/*" not in Stepper._css and ".ag-stepper {" in Stepper._css
+    source = [line.strip() for line in (STATIC / "stepper.js").read_text().splitlines()]
+    code = [line for line in source if line and not line.startswith("//")]
+    assert Stepper._esm.splitlines() == code  # only comments and indentation went
+
+
+def test_a_large_graph_keeps_no_static_copy_in_the_notebook(monkeypatch):
+    import helpers.stepper as stepper_module
+
+    stepper = step_backward(*wxb())
+    assert "<title>" not in stepper._svg and "<!--" not in stepper._svg and stepper._svg.startswith("<svg")
+    assert "ag-stepper-state" in stepper._repr_mimebundle_()[0]["text/html"]
+    monkeypatch.setattr(stepper_module, "STATIC_LIMIT", 1000)
+    html = stepper._repr_mimebundle_()[0]["text/html"]
+    assert "ag-stepper-state" not in html and "<img" not in html and "run the cell to show it" in html
+    assert "ag-stepper-state" in stepper.static_html()  # asked for, it is always there

@@ -229,7 +229,7 @@ def test_hooks_are_removed_and_grads_restored_when_backward_fails(monkeypatch):
     assert calls == []
 
 
-def test_retained_grad_of_root_is_restored_and_documented_side_effects():
+def test_retained_grad_of_root_is_restored_and_learners_hooks_run():
     w = torch.tensor(2.0, requires_grad=True)
     mid = w * 3
     mid.retain_grad()
@@ -240,8 +240,39 @@ def test_retained_grad_of_root_is_restored_and_documented_side_effects():
     w.register_hook(lambda g: calls.append(g))
     trace_backward(loss)
     assert loss.grad is sentinel
-    # Documented: the learner's own tensor hooks run and retain_grad() intermediates get filled.
-    assert len(calls) == 1 and torch.equal(mid.grad, torch.tensor(2.0))
+    assert len(calls) == 1  # documented: the learner's own tensor hooks run
+    assert mid.grad is None  # a retained intermediate is left as it was
+
+
+def test_retained_intermediate_grad_is_left_as_it_was_not_doubled():
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    mid = w * 3
+    mid.retain_grad()
+    held = {"h": w * w}  # one level inside a dict, as a notebook might keep it
+    held["h"].retain_grad()
+    loss = (mid * 2 + held["h"]).sum()
+    loss.backward(retain_graph=True)
+    before, before_h = mid.grad, held["h"].grad
+    values, values_h = before.clone(), before_h.clone()
+    trace = trace_backward(loss)
+    assert mid.grad is before and torch.equal(mid.grad, values)  # was doubled before
+    assert held["h"].grad is before_h and torch.equal(held["h"].grad, values_h)
+    assert torch.equal(trace.grad_of(w), w.grad)  # and the trace still has this backward's gradient
+
+
+def test_leaf_gradient_is_what_accumulategrad_received_whatever_hooks_do_after():
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    w.register_hook(lambda g: g * 10)  # a tensor hook changes what AccumulateGrad receives
+
+    def step_in_place(p):  # e.g. an optimizer's step and zero_grad(set_to_none=False)
+        p.grad.zero_()
+    w.register_post_accumulate_grad_hook(step_in_place)
+    b = torch.tensor(1.0, requires_grad=True)
+    b.register_post_accumulate_grad_hook(lambda p: setattr(p, "grad", None))
+    trace = trace_backward((w * 3 + b).sum())
+    assert torch.equal(trace.grad_of(w), torch.tensor([30.0, 30.0]))
+    assert torch.equal(trace.grad_of(b), torch.tensor(2.0))  # b is broadcast over w's 2 entries
+    assert w.grad is None and b.grad is None
 
 
 def test_gradient_for_non_scalar_root():
@@ -346,3 +377,237 @@ def test_diagram_shows_final_grads_and_uses_the_trace_ids():
     trace = trace_backward(w * 3 + 1, params={"w": w})
     assert trace.diagram.graph is trace.graph
     assert "grad 3" in trace.diagram.svg
+
+
+# --- what backward() refuses, modes and Functions -------------------------------------
+
+def test_complex_scalar_root_is_refused_as_backward_refuses_it():
+    z = torch.tensor(1 + 2j, requires_grad=True)
+    with pytest.raises(RuntimeError, match="grad can be implicitly created only for real scalar outputs"):
+        (z * z).backward()
+    with pytest.raises(TraceError) as err:
+        trace_backward(z * z)
+    assert "grad can be implicitly created only for real scalar outputs" in one_sentence(err)
+    assert "complex64" in str(err.value) and z.grad is None
+    trace = trace_backward(z * z, gradient=torch.tensor(1 + 0j))  # with a gradient, as backward() allows
+    assert torch.equal(trace.grad_of(z), torch.autograd.grad(z * z, z, torch.tensor(1 + 0j))[0])
+
+
+def test_reentrant_checkpoint_is_refused_in_one_sentence_and_touches_no_grad():
+    from torch.utils.checkpoint import checkpoint
+    lin = torch.nn.Linear(3, 3)
+    x = torch.randn(2, 3, requires_grad=True)
+    y = checkpoint(lambda t: torch.tanh(lin(t)), x, use_reentrant=True)
+    with pytest.raises(TraceError) as err:
+        trace_backward(y.sum())
+    assert "use_reentrant=False" in one_sentence(err)
+    assert lin.weight.grad is None and lin.bias.grad is None and x.grad is None
+
+
+def test_non_reentrant_checkpoint_is_traced_completely():
+    from torch.utils.checkpoint import checkpoint
+    lin = torch.nn.Linear(3, 3)
+    x = torch.randn(2, 3, requires_grad=True)
+    y = checkpoint(lambda t: torch.tanh(lin(t)), x, use_reentrant=False).sum()
+    trace = trace_backward(y, params=dict(lin.named_parameters()))
+    expected = torch.autograd.grad(y, [lin.weight, lin.bias, x], retain_graph=True)
+    for t, g in zip([lin.weight, lin.bias, x], expected):
+        assert torch.allclose(trace.grad_of(t), g)
+    assert lin.weight.grad is None and x.grad is None
+
+
+@pytest.mark.parametrize("mode", [torch.inference_mode, torch.no_grad])
+def test_works_inside_inference_mode_as_backward_does(mode):
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    loss = (w * w.exp()).sum()
+    with mode():
+        loss.backward(retain_graph=True)
+        expected, w.grad = w.grad, None
+        trace = trace_backward(loss)
+    assert torch.equal(trace.grad_of(w), expected) and w.grad is None
+    assert all(s.formula for s in trace)
+
+
+class TwoOutputs(torch.autograd.Function):
+    lazy = False
+
+    @classmethod
+    def forward(cls, ctx, x):
+        ctx.set_materialize_grads(not cls.lazy)
+        return x * 2, x * 3
+
+    @staticmethod
+    def backward(ctx, g1, g2):
+        TwoOutputs.got = (g1, g2)
+        return g1 * 2 if g2 is None else g1 * 2 + g2 * 3
+
+
+class TwoOutputsLazy(TwoOutputs):
+    lazy = True
+
+
+@pytest.mark.parametrize("cls", [TwoOutputs, TwoOutputsLazy])
+def test_custom_function_unused_output_is_shown_as_its_backward_receives_it(cls):
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    a, _ = cls.apply(x)  # the second output is never used
+    trace = trace_backward(a.sum())
+    (step,) = [s for s in trace if s.name == f"{cls.__name__}Backward"]
+    received = TwoOutputs.got[1]
+    if cls.lazy:
+        assert received is None and step.grad_outputs[1] is None
+    else:
+        assert torch.equal(received, torch.zeros(2)) and torch.equal(step.grad_outputs[1], torch.zeros(2))
+    assert "apply" not in vars(step.node)  # nothing of ours is left on the ctx
+    row = [r for r in trace.rows() if r[1] == step.name][0]
+    assert row[2] == ("[1, 1]; None" if cls.lazy else "[1, 1]; [0, 0]")
+
+
+def test_trace_error_shows_as_one_line_in_a_notebook():
+    with pytest.raises(TraceError) as err:
+        trace_backward(torch.ones(3, requires_grad=True) * 2)
+    shown = err.value._render_traceback_()
+    assert len(shown) == 1 and "\n" not in shown[0] and "TraceError" in shown[0]
+
+
+# --- what the trace keeps -----------------------------------------------------------
+
+def test_large_gradients_are_kept_as_summaries_small_ones_and_leaf_grads_whole():
+    from helpers.describe import TensorSummary, describe
+    from helpers.trace import KEEP_ELEMENTS
+    x = torch.randn(10_000, requires_grad=True)
+    small = torch.randn(3, requires_grad=True)
+    y = x
+    for _ in range(5):
+        y = y * 1.5
+    loss = y.sum() + (small * 2).sum()
+    trace = trace_backward(loss)
+    recorded = [g for s in trace if s.leaf is None for g in [*s.grad_outputs, *s.grad_inputs] if g is not None]
+    large = [g for g in recorded if g.shape == (10_000,)]
+    assert large and all(isinstance(g, TensorSummary) and g.finite for g in large)
+    assert all(isinstance(g, torch.Tensor) for g in recorded if g.shape != (10_000,))
+    assert 10_000 > KEEP_ELEMENTS
+    assert torch.equal(trace.grad_of(x), torch.full((10_000,), 1.5 ** 5))  # leaves: whole
+    assert describe(large[-1]) == describe(torch.full((10_000,), 1.5 ** 5))  # the same text as the tensor's
+    whole = trace_backward(loss, keep="all")
+    assert all(isinstance(g, torch.Tensor) for s in whole for g in s.grad_inputs if g is not None)
+    summaries = trace_backward(loss, keep=0)
+    assert all(isinstance(g, TensorSummary) for s in summaries for g in s.grad_inputs if g is not None)
+    assert describe(summaries.steps[0].grad_outputs[0]) == "1"
+    assert torch.equal(summaries.grad_of(small), torch.full((3,), 2.0))
+
+
+@pytest.mark.parametrize("keep", ["some", -1, 2.5, True])
+def test_bad_keep_is_one_sentence(keep):
+    with pytest.raises(TraceError) as err:
+        trace_backward((torch.ones(2, requires_grad=True) * 2).sum(), keep=keep)
+    assert "keep must be" in one_sentence(err)
+
+
+def test_the_trace_does_not_keep_large_gradients_alive():
+    import weakref
+    x = torch.randn(100_000, requires_grad=True)
+    y = x
+    for _ in range(3):
+        y = y * 2.0
+    seen = []
+    for fn in [y.grad_fn, y.grad_fn.next_functions[0][0]]:
+        fn.register_hook(lambda gi, go: seen.extend(weakref.ref(g) for g in gi if g is not None))
+    trace = trace_backward(y.sum())
+    assert seen and all(r() is None for r in seen), "a gradient the engine freed is still alive"
+    assert len(trace) == 5
+
+
+# --- the first NaN or infinity ----------------------------------------------------------
+
+def where_sqrt():
+    x = torch.tensor([0.0, 4.0], requires_grad=True)
+    return x, torch.where(x > 0, x.sqrt(), torch.zeros_like(x)).sum()
+
+
+def zero_over_zero():
+    x = torch.tensor([0.0, 1.0], requires_grad=True)
+    return x, (x / x).sum()
+
+
+def normalize_at_zero():
+    x = torch.zeros(3, requires_grad=True)
+    return x, (x / x.norm()).sum()
+
+
+def log_of_zero():
+    x = torch.tensor([0.0, 1.0], requires_grad=True)
+    return x, x.log().sum()
+
+
+def where_log():
+    x = torch.tensor([0.0, 1.0, 2.0], requires_grad=True)
+    return x, torch.where(x > 0, x.log(), torch.zeros_like(x)).sum()
+
+
+@pytest.mark.parametrize("build, name, words", [
+    (where_sqrt, "SqrtBackward0", "SqrtBackward0 sent nan to x at [0]: grad / (2 · result) is nan there, "
+                                  "with grad = 0 and result = 0"),
+    (zero_over_zero, "DivBackward0", "DivBackward0 sent inf to x at [0]: grad / x is inf there, "
+                                     "with grad = 1 and x = 0"),
+    (normalize_at_zero, "DivBackward0", "DivBackward0 sent inf to x at [0]: grad / other is inf there"),
+    (log_of_zero, "LogBackward0", "LogBackward0 sent inf to x at [0]: grad / x is inf there, with grad = 1 and x = 0"),
+    (where_log, "LogBackward0", "LogBackward0 sent nan to x at [0]: grad / x is nan there, with grad = 0 and x = 0"),
+], ids=["where+sqrt", "0/0", "x/x.norm() at 0", "log(0)", "where+log"])
+def test_first_nonfinite_finds_the_node_and_says_what_made_it(build, name, words):
+    x, loss = build()
+    trace = trace_backward(loss, params={"x": x})
+    step = trace.first_nonfinite()
+    assert step is not None and step.name == name
+    assert step is trace.steps[step.index - 1]
+    assert step.nonfinite.startswith(words), step.nonfinite
+    assert str(step) == f"step {step.index}: {step.nonfinite}"
+    assert all(s.nonfinite is None for s in trace.steps[:step.index - 1])  # it is the first
+    bad = [e for g, e in zip(step.grad_inputs, step.edge_ids) if e and not torch.isfinite(g).all()]
+    assert step.nonfinite_edges == bad and bad and all(f'id="{e}"' in trace.diagram.svg for e in bad)
+    # The engine's own check: the Node's hook sees it first.
+    order = []
+    for s in trace:
+        s.node.register_hook(lambda gi, go, s=s: order.append(s.name) if any(
+            g is not None and not torch.isfinite(g).all() for g in gi) else None)
+    loss.backward()
+    assert order and order[0] == name
+
+
+def test_first_nonfinite_is_none_when_all_is_finite():
+    x = torch.tensor([1.0, 4.0], requires_grad=True)
+    assert trace_backward(x.sqrt().sum()).first_nonfinite() is None
+
+
+def test_a_saved_nan_is_named_as_made_by_the_forward():
+    x = torch.tensor([-1.0, 4.0], requires_grad=True)
+    trace = trace_backward(torch.where(x > 0, x.sqrt(), torch.zeros_like(x)).sum(), params={"x": x})
+    assert trace.first_nonfinite().nonfinite == (
+        "SqrtBackward0 sent nan to x: its saved result is nan at [0], so the forward already produced it there")
+
+
+def test_first_nonfinite_on_large_tensors_still_explains_it():
+    x = torch.zeros(100_000, requires_grad=True)
+    trace = trace_backward(torch.where(x > 0, x.sqrt(), 0.0).sum())
+    step = trace.first_nonfinite()
+    assert step.name == "SqrtBackward0"
+    assert step.nonfinite.startswith("SqrtBackward0 sent nan to its input self (AccumulateGrad) at [0]: "
+                                     "grad / (2 · result) is nan there, with grad = 0 and result = 0")
+
+
+# --- formulas on steps and in draw -------------------------------------------------------
+
+def test_every_step_has_a_formula_and_draw_can_show_them():
+    from helpers.render import draw
+    w = torch.tensor(2.0, requires_grad=True)
+    x = torch.tensor(3.0)
+    trace = trace_backward(w * x + 1, params={"w": w, "x": x})
+    assert [s.formula.split(":")[0] for s in trace] == [s.name for s in trace]
+    svg = draw(w * x + 1, {"w": w, "x": x}, show_formulas=True).svg
+    assert "grad_w = grad · x" in svg and "grad_self = grad" in svg
+
+
+def test_a_step_keeps_its_names_when_the_trace_is_gone():
+    x = torch.tensor([0.0, 1.0], requires_grad=True)
+    step = trace_backward(x.log().sum(), params={"x": x}).first_nonfinite()  # the trace is freed here
+    assert step.nonfinite.startswith("LogBackward0 sent inf to x at [0]")
+    assert step.formula.startswith("LogBackward0: grad_x = grad / x = [1, 1] / [0, 1] = [inf, 1]")
