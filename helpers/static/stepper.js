@@ -363,17 +363,6 @@ function render({ model, el }) {
       }
       H.count = want;
     });
-    // Only the layers that change around step k keep a compositing layer of their own; the
-    // older ones, which no longer change, are drawn together (fewer layers to put on screen).
-    const active = Math.floor(k / per);
-    history.forEach((H, b) => {
-      if (!H || !H.layer) return;
-      const own = b >= active - 1 && b <= active + 1;
-      if (H.own !== own) {
-        H.layer.svg.style.willChange = own ? "" : "auto";
-        H.own = own;
-      }
-    });
   }
 
   const waits = backward ? waitSpans(payload) : [];
