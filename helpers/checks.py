@@ -99,7 +99,7 @@ def call(fn, *args, what=None, **kwargs):
     name = getattr(fn, "__name__", None) or type(fn).__name__
     what = what or name
     if fn is None:
-        fail(f"`{name}` is still None: not written yet -- write it in the exercise cell above.")
+        _not_done(name)
     if not callable(fn):
         fail(f"`{what}` should be a function, not {_a(fn)}.")
     return _run(f"`{what}`", lambda: fn(*args, **kwargs), fn, name=f"`{name}`")
@@ -277,7 +277,8 @@ def _not_done(name, could_be_a_gradient=False):
     if could_be_a_gradient:
         fail(f"`{name}` is None: either it is not written yet (see the exercise cell above), or it "
              f"is a gradient that never arrived (did backward() run, and does the tensor require grad?).")
-    fail(f"`{name}` is still None: not written yet -- write your answer in the exercise cell above.")
+    fail(f"`{name}` is still None: not written yet -- write your answer in the exercise cell above, "
+         f"in place of `raise NotImplementedError()` (nothing below that line runs).")
 
 
 def _a(value):
@@ -408,6 +409,7 @@ def _problem(answer, expected, rtol, atol):
         return None if answer is None else "is not quite right"
     if answer is None:
         return "is still None"
+    tensor = isinstance(answer, torch.Tensor)
     if kind in ("a boolean", "an integer", "a number"):
         answer = _scalar(answer)
     if kind == "a boolean":
@@ -418,8 +420,12 @@ def _problem(answer, expected, rtol, atol):
         return None if answer == bool(expected) else "is not quite right"
     if kind == "an integer":
         if not _is_int(answer):
+            if tensor and _is_float(answer):  # torch.tensor(7.): the dtype is what to fix
+                return "should be an integer, not a float tensor (use an int, or a tensor of integers)"
             return f"should be an integer, not {_a(answer)}"
-        return _number_problem(int(answer), int(expected), 0, 0)
+        problem = _number_problem(int(answer), int(expected), 0, 0)
+        # A count is off by whole steps: the direction says enough ("by more than 10%" of 3 is noise).
+        return problem.split(" (by ")[0] if problem else None
     if kind == "a number":
         if not (_is_int(answer) or _is_float(answer)):
             return f"should be a number, not {_a(answer)}"
@@ -455,8 +461,8 @@ def _number_problem(got, want, rtol, atol):
     if math.isinf(got) or math.isinf(want):
         return "is too large" if got > want else "is too small"
     direction = "too large" if got > want else "too small"
-    if want == 0:
-        return "is not quite right: it should be 0"
+    if want == 0:  # (no band: every wrong value is "100%" off; and naming 0 would give it away)
+        return f"is {direction}"
     return f"is {direction} (by {_band(abs(got - want) / abs(want))})"
 
 

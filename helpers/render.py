@@ -35,13 +35,18 @@ the system ``dot`` when it is installed and works, otherwise the pip-installed
 - Long edges from a shared leaf are cut in the walk (``walk._cut_long_edges``):
   a 60-step RNN went from > 100 s (system dot; 52 s graphviz-pure) to the time
   of a same-size MLP. ``constraint=false`` on those edges alone still took 45 s.
-- Medium graphs (``MEDIUM`` to ``LARGE`` nodes) go to graphviz-pure with
-  ``nslimit=0.02`` (network simplex for x coordinates stops after 2 % of the
-  node count in iterations). dot 2.43 (Debian's) builds its first spanning tree
+- Medium graphs (``MEDIUM`` to ``LARGE`` nodes) go to graphviz-pure; from
+  ``ROUGH`` nodes on with ``nslimit=0.02`` (network simplex for x coordinates
+  stops after 2 % of the node count in iterations). dot 2.43 (Debian's) builds its first spanning tree
   in quadratic time, which no nslimit shortens: a 2,000-node residual MLP took
   2.9 s of CPU with system dot, 2.1 s with graphviz-pure, 0.66 s with
   graphviz-pure and nslimit, drawn much the same; at 1,000 nodes 0.55 s against
-  0.21 s. Small graphs (the chapters') keep the system dot's reference layout.
+  0.21 s. But a stopped network simplex leaves parents off-centre over their
+  inputs: on a wide graph, one branch's Nodes then lie thousands of pixels
+  apart, and the stepper's view jumps at every step. Below ``ROUGH`` nodes the
+  full pass costs little (the 1,000-node wide MLP of benchmarks/stepper.py
+  lays out in the same 0.3 s either way) and keeps branches straight.
+  Small graphs (the chapters') keep the system dot's reference layout.
 - Large graphs (more than ``LARGE`` nodes, i.e. drawn with a raised
   ``max_nodes``) are not laid out by dot at all. dot's x-coordinate pass (network
   simplex) grows much faster than the graph: on a 5,000-node MLP graph it took
@@ -96,16 +101,18 @@ LEGEND = [
 LAYOUT_TIMEOUT = 300  # seconds; max_nodes keeps real graphs far below this
 
 # Graph sizes (drawn nodes), measured in benchmarks/draw.py (see the module docstring):
-# up to MEDIUM the system dot with its defaults; up to LARGE graphviz-pure with
-# MEDIUM_ATTRS; above LARGE our own placement, drawn by Graphviz.
+# up to MEDIUM the system dot with its defaults; up to LARGE graphviz-pure (with
+# ROUGH_ATTRS from ROUGH nodes on); above LARGE our own placement, drawn by Graphviz.
 MEDIUM = 600
-MEDIUM_ATTRS = {"nslimit": "0.02"}
+ROUGH = 1500  # from here on medium graphs get ROUGH_ATTRS
+ROUGH_ATTRS = {"nslimit": "0.02"}
 LARGE = 2500
 
-# Time of a whole draw(...).svg (walk, DOT text, layout) for an MLP-shaped model
-# graph, from benchmarks/draw.py on a 2-core machine (CPU seconds: 0.9 and 3.1);
-# the size message quotes them. Update them with the benchmark's figures.
-LAYOUT_SECONDS = [(2000, 1), (20000, 3)]
+# Wall-clock time of a whole draw(...).svg (walk, DOT text, layout), rounded up,
+# from benchmarks/draw.py on a quiet 2-core machine: 0.9-1.9 s for the 2,000-node
+# graphs, 5.6-6.0 s for the 20,000-node ones. The size message quotes them.
+# Update them with the benchmark's figures.
+LAYOUT_SECONDS = [(2000, 2), (20000, 6)]
 
 
 # --- the layout command -------------------------------------------------------
@@ -344,8 +351,8 @@ def to_dot(graph, *, grad_texts=None, legend=False, rules=None):
     large = size == "large"
     if large:  # placed by _positions; Graphviz draws straight edges between them
         graph_attr.update(splines="line", overlap="true")
-    elif size == "medium":
-        graph_attr.update(MEDIUM_ATTRS)
+    elif size == "medium" and len(graph.nodes) >= ROUGH:
+        graph_attr.update(ROUGH_ATTRS)
     dot = graphviz.Digraph(
         name=graph.prefix,
         graph_attr=graph_attr,
@@ -611,8 +618,10 @@ def draw(root, params=None, *, show_saved=False, show_attrs=False, show_grads=No
     ``modules``: the model (an ``nn.Module``): each Node is drawn inside a box
     labelled with the path of the module it belongs to (leaves are named after
     the model's parameters unless ``params`` names them); hook Nodes say which
-    module's input or output they wrap. ``collapse``: module paths (or modules)
-    to draw as one box each, e.g. ``collapse=["encoder"]``.
+    module's input or output they wrap. A module without parameters (ReLU,
+    Dropout) gets a box only if the forward ran inside ``record_modules(model)``
+    (``from helpers import record_modules``). ``collapse``: module paths (or
+    modules) to draw as one box each, e.g. ``collapse=["encoder"]``.
 
     >>> w = torch.tensor(2.0, requires_grad=True)
     >>> draw(w * 3 + 1, {"w": w})          # doctest: +SKIP

@@ -33,7 +33,6 @@ the picture and "run the cell". A notebook saved in the course's JupyterLab
 keeps its steppers working when reopened, from the widget state JupyterLab
 saves (``saveState`` in ``binder/overrides.json``).
 """
-import inspect
 import json
 import math
 import random

@@ -346,7 +346,7 @@ def trace_backward(root, gradient=None, *, params=None, keep="auto", show_saved=
     (``grad_w = grad · x``). ``keep``: which gradients are copied whole -- ``"auto"``
     (up to ``KEEP_ELEMENTS`` elements; larger ones are kept as a ``TensorSummary``),
     ``"all"``, or a number of elements. ``show_saved``/``show_attrs``/``max_nodes``
-    are passed to the diagram, as in ``draw``.
+    (and ``modules``/``collapse``) are passed to the diagram, as in ``draw``.
 
     What it touches: the backward is real, so everything a backward runs, runs.
     The ``.grad`` of leaves, of ``root`` and of intermediates that ``retain_grad()``

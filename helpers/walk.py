@@ -26,16 +26,21 @@ Why we own this walk instead of calling torchviz's ``make_dot``:
   ``_cut_long_edges`` for why (layout time) and how the ids stay the same.
 - ``modules=model`` puts each Node in the ``nn.Module`` it belongs to
   (``Node.group``), so a diagram can draw one box per module; see
-  ``_group_by_module`` for the rules and their limits.
+  ``_group_by_module`` for the rules and their limits, and ``record_modules``
+  for the forward recording that lifts them.
 - Walking a graph from Python must not leave it unfreeable; see "Freeing a
   walked graph" at the end of this file.
 """
 import atexit
+import contextlib
+import functools
 import gc
 import itertools
 import re
 import secrets
 import sys
+import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -333,9 +338,12 @@ def walk(root, params=None, *, show_saved=False, show_attrs=False, mark_freed=Fa
     ``params`` names tensors: a dict ``{name: tensor}`` or pairs such as
     ``model.named_parameters()``. ``modules``: an ``nn.Module``; each Node gets the
     path of the module it belongs to in ``Node.group`` (and leaves are named after
-    its parameters unless ``params`` names them). ``collapse``: module paths (or
-    modules) whose Nodes fold into one "module" box. ``max_nodes``: stop (and
-    raise) once the graph has more nodes than this; ``None``: no cap.
+    its parameters unless ``params`` names them). The graph alone shows no module
+    without parameters (ReLU, Dropout): run the forward inside
+    ``record_modules(model)`` to give those their groups too. ``collapse``:
+    module paths (or modules) whose Nodes fold into one "module" box.
+    ``max_nodes``: stop (and raise) once the graph has more nodes than this;
+    ``None``: no cap.
 
     Raises ``GraphError`` with one sentence when the input is wrong, the graph is
     larger than ``max_nodes``, or saved tensors were asked for after a backward
@@ -513,9 +521,10 @@ def _cut_long_edges(g, span=None):
 
 # --- modules ------------------------------------------------------------------------------
 #
-# The graph knows nothing of nn.Module: a Node is only an op. Hooks could record
+# The graph knows nothing of nn.Module: a Node is only an op. Hooks can record
 # which module made each Node, but only during the forward, and draw() is called
-# after it. So the mapping is rebuilt from what the graph does show:
+# after it. So the mapping is rebuilt from what the graph does show (rules 1-4),
+# and from what ``record_modules`` recorded if the forward ran inside it (rule 5):
 #
 # 1. A parameter belongs to the module that owns it (``named_parameters``; a
 #    parameter shared by two modules belongs to their common parent).
@@ -532,13 +541,24 @@ def _cut_long_edges(g, span=None):
 # 4. A ``BackwardHookFunctionBackward`` (a module with a full backward hook wraps
 #    its inputs and outputs in one) belongs to the nearest module with such a
 #    hook above it ("input of ...") or below it ("output of ...").
+# 5. A Node created while a module's forward ran inside ``record_modules(model)``
+#    belongs to the innermost such module; this overrides rules 2 and 3 for it.
+#    Leaves keep rule 1 and hook Nodes rule 4 (they name the module whose input
+#    or output they wrap). Forward hooks time each call in autograd sequence
+#    numbers (the order Nodes are created), so only numbers are kept: the graph
+#    frees as before. Nodes made outside every recorded call (the loss) keep 2-3.
 #
-# Limits: a module without parameters (ReLU, Dropout, pooling) gets no box of
-# its own; its Nodes go to the enclosing module by rule 3. An op at the very edge
-# of a module that is not a parameter's (an activation applied inside a block
-# after its last layer) goes to the enclosing module too. Functional code
-# that uses a module's parameter outside its forward is attributed to that
-# module.
+# Limits without a recording: a module without parameters (ReLU, Dropout,
+# pooling) gets no box of its own; its Nodes go to the enclosing module by rule
+# 3. An op at the very edge of a module that is not a parameter's (an activation
+# applied inside a block after its last layer) goes to the enclosing module too.
+# Functional code that uses a module's parameter outside its forward is
+# attributed to that module. Rule 5 lifts the first two for the Nodes a
+# recorded forward made; the third is code outside every forward, which no
+# recording sees. A module that made no Node (Dropout in eval mode, Identity)
+# has nothing to draw either way. A view's Node that autograd rebuilds later (after an
+# in-place op on its base) is numbered where it is first used, and drawn there. A
+# TorchScript submodule cannot be hooked: its Nodes go to the module that calls it.
 
 
 # Nodes that only reshape or cast what they get: a view of a parameter is still the parameter.
@@ -606,6 +626,7 @@ def _group_by_module(g, model):
                 n.group = _lca(n.group, c.group)
             param_like[n] = (bool(kids) and len(from_params) == len(kids)
                              and (hasattr(n.obj, "variable") or _VIEW.fullmatch(n.name) is not None))
+    _recorded_groups(g, model, paths, is_hook)  # rule 5, before rule 3 so that rule 3 sees its groups
 
     below, above = {}, {}  # rule 3: the nearest modules' common parent on each side
     for n in order:
@@ -636,6 +657,126 @@ def _group_by_module(g, model):
                 p = ".".join(parts[:k])
                 if p in paths:
                     g.modules.setdefault(p, type(paths[p]).__name__)
+
+
+class _Recording:
+    """What ``record_modules`` keeps of one model: numbers and paths only, never a Node,
+    tensor or module (so a recorded forward frees exactly as an unrecorded one)."""
+
+    def __init__(self):
+        self.depth = 0  # ``with record_modules(model)`` blocks open on this model
+        self.intervals = []  # (start, end, path): one per finished call; sequence numbers, end excluded
+        self.calls = []  # calls under way, outermost first: (id(module), path, start)
+        self.handles = []  # the hooks to remove on exit
+
+
+_recordings = weakref.WeakKeyDictionary()  # model -> its _Recording; gone with the model
+
+
+@contextlib.contextmanager
+def record_modules(model):
+    """Record which module's forward creates each Node, for ``draw(..., modules=model)``.
+
+    ``with record_modules(model): out = model(x)``, then ``draw(out, modules=model)``
+    puts every Node made inside a module's forward in that module's box (the
+    innermost one), also for modules without parameters (ReLU, Dropout, pooling)
+    that the graph alone cannot show; see rule 5 in walk.py's module section.
+
+    Each module's forward pre-hook and forward hook note
+    ``torch.autograd._get_sequence_nr()``, the number the next Node created on
+    this thread will get, so a call spans the numbers ``[start, end)``. Nodes are
+    matched by that number, which counts per thread: run the forward on the thread
+    that opened the block, one forward at a time, and draw graphs made on that
+    thread (another thread's Nodes reuse the same numbers). The hooks are removed on exit
+    (also after an error); the recording stays with the model for later draws,
+    until the next ``with`` on it starts afresh. Nested blocks on one model and
+    several forwards in one block add to the same recording.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise GraphError(f"record_modules needs the model (an nn.Module), e.g. "
+                         f"with record_modules(model): out = model(x); got {type(model).__name__}.")
+    rec = _recordings.get(model)
+    nested = rec is not None and rec.depth > 0
+    if not nested:
+        rec = _recordings[model] = _Recording()
+    rec.depth += 1
+    finished = False
+    try:
+        if not nested:
+            _hook_calls(model, rec)
+        yield
+        finished = True
+    finally:
+        rec.depth -= 1
+        if rec.depth == 0:
+            for handle in rec.handles:
+                handle.remove()
+            rec.handles, rec.calls = [], []
+            if finished and not rec.intervals:  # e.g. only draw(...) inside, the forward before it
+                warnings.warn("record_modules recorded nothing: no forward of the model ran inside the "
+                              "with block. Run the forward there, e.g. with record_modules(model): "
+                              "out = model(x), then draw(out, modules=model).", stacklevel=3)
+
+
+def _hook_calls(model, rec):
+    paths = {}  # id(module) -> (module, its paths): one instance may sit at several places
+    for path, m in model.named_modules(remove_duplicate=False):
+        paths.setdefault(id(m), (m, []))[1].append(path)
+    for m, where in paths.values():
+        if isinstance(m, torch.jit.ScriptModule):
+            continue  # takes no Python hooks; its caller's call covers its Nodes
+        # The pre-hook runs first and the forward hook last, so Nodes the model's own
+        # hooks create count as the module's; always_call closes the call on an error.
+        rec.handles.append(m.register_forward_pre_hook(functools.partial(_call_starts, rec, where),
+                                                       prepend=True))
+        rec.handles.append(m.register_forward_hook(functools.partial(_call_ends, rec), always_call=True))
+
+
+def _parent(path):
+    return None if path == "" else (path.rsplit(".", 1)[0] if "." in path else "")
+
+
+def _call_starts(rec, where, module, args):
+    path = where[0]
+    if len(where) > 1:  # one instance at several paths: the one under its caller, if that decides
+        caller = rec.calls[-1][1] if rec.calls else None
+        under = [p for p in where if _parent(p) == caller]
+        path = under[0] if len(under) == 1 else functools.reduce(_lca, where)  # else their common parent
+    rec.calls.append((id(module), path, torch.autograd._get_sequence_nr()))
+
+
+def _call_ends(rec, module, args, output):
+    if rec.calls and rec.calls[-1][0] == id(module):
+        _, path, start = rec.calls.pop()
+        rec.intervals.append((start, torch.autograd._get_sequence_nr(), path))
+
+
+def _recorded_groups(g, model, paths, is_hook):
+    """Rule 5: each Node made during a recorded call goes to the innermost such call's module."""
+    rec = _recordings.get(model)
+    if rec is None or not rec.intervals:
+        return
+    nodes = sorted(((_seq(n.obj), n) for n in g.nodes
+                    if n.kind == "fn" and not is_hook(n) and not hasattr(n.obj, "variable")),
+                   key=lambda sn: sn[0])
+    # Calls on one thread nest, so their intervals are nested or disjoint. Sorted by start (an
+    # outer call before the calls it makes: longer first; on a tie the one that ended later,
+    # the caller), the last one started that has not ended is the innermost. One sweep over
+    # both sorted lists: O((nodes + calls) log) for a 20,000-node graph, not nodes x calls.
+    calls = [iv for _, iv in sorted(enumerate(rec.intervals), key=lambda k: (k[1][0], -k[1][1], -k[0]))]
+    started, k = [], 0
+    for seq, n in nodes:
+        while k < len(calls) and calls[k][0] <= seq:
+            started.append(calls[k])
+            k += 1
+        while started and started[-1][1] <= seq:
+            started.pop()  # ended before this Node: it cannot contain a later one either
+        if started and started[-1][2] in paths:  # a path the model still has
+            path = started[-1][2]
+            # Rule 2 may know better: a module that uses a submodule's parameters without calling
+            # it (MultiheadAttention's out_proj) -- keep a group found inside the recorded one.
+            if n.group is None or n.group == path or _lca(n.group, path) != path:
+                n.group = path
 
 
 def _inputs_first(g, children, parents):

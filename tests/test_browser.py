@@ -271,7 +271,10 @@ def go_to(page, widget, k):
 
 
 def at_step(page, widget, k):
-    page.wait_for_function("([el, k]) => el.dataset.step === String(k)", arg=[widget.element_handle(), k])
+    """Wait until step k is on screen: the picture, then the panel (written a frame later)."""
+    page.wait_for_function("([el, k]) => el.dataset.step === String(k)"
+                           " && el.querySelector('.ag-panel').dataset.step === String(k)",
+                           arg=[widget.element_handle(), k])
 
 
 # What a step shows is drawn on layers over the unchanged Graphviz picture: the running
@@ -355,9 +358,11 @@ def test_forward_stepper_reveals_one_node_per_step(notebook):
         visible = "el => el.querySelectorAll('.ag-history g.node').length"
         assert widget.evaluate(visible) == 0
         widget.locator(".ag-next").click()
+        at_step(page, widget, 1)
         assert widget.locator(".ag-panel-title").inner_text() == "MulBackward0"
         assert widget.evaluate(visible) == 3  # MulBackward0 + w's AccumulateGrad + w
         widget.locator(".ag-last").click()
+        at_step(page, widget, 3)
         assert widget.evaluate(visible) == 8  # + AddBackward0, b, its AccumulateGrad, ExpBackward0, output
         assert "Tensor.exp" in widget.locator(".ag-panel").inner_text()
         width = "el => parseFloat(el.querySelector('.ag-svg svg').getAttribute('width'))"
@@ -392,10 +397,12 @@ def test_predict_mode_accepts_a_right_guess_and_rejects_a_wrong_one(notebook):
         widget.locator("input.ag-guess").fill("2")
         widget.locator("input.ag-guess").press("Enter")
         assert widget.locator(".ag-verdict").inner_text() == "✗ you said 2: too low"
+        assert widget.evaluate("el => el.contains(document.activeElement)")  # the arrow keys still step
         assert widget.locator(".ag-formula").inner_text() == "grad_w = grad · x = 1 · 3 = 3"
         assert widget.locator(".ag-rows").inner_text().split("\n")[-2:] == ["3", "✗ you said 2: too low"]
         widget.locator(".ag-prev").click()
         widget.locator(".ag-next").click()  # back at a step already answered: still revealed
+        at_step(page, widget, 3)
         assert widget.locator("input.ag-guess").count() == 0 and widget.get_attribute("data-score") == "1/3"
         page.wait_for_timeout(300)
         assert not [f for f in frames if "ag-guess" in f or "score" in f]  # nothing about it goes to the kernel
@@ -627,6 +634,7 @@ def test_highlighted_edges_point_the_way_the_gradient_flows_and_labels_wrap(brow
             assert marker and page.locator(marker[4:-1]).get_attribute("orient") == "auto-start-reverse"
             assert head.evaluate("p => getComputedStyle(p).fill") == "rgb(255, 255, 255)"  # forward one hidden
         widget.locator(".ag-last").click()
+        at_step(page, widget, int(widget.get_attribute("data-n-steps")))
         label = widget.locator(".ag-row-label", has_text="weight.grad")
         value = label.locator("xpath=following-sibling::div[1]")
         panel = widget.locator(".ag-panel").bounding_box()

@@ -80,16 +80,6 @@ def test_autograd_grad_fills_a_retained_non_leaf_grad():
     assert "after a second call:   tensor([-1.9800,  1.9203])" in text          # and accumulated
 
 
-def test_no_stray_outputs_and_short_cells():
-    """No `<torch._C.Generator ...>` printed by a seed; no cell longer than 20 lines as shown."""
-    import nbexec as _nbexec
-    for cell in _nbexec.executed(PATH).cells:
-        if cell.cell_type != "code":
-            continue
-        shown = [o.get("data", {}).get("text/plain", "") for o in cell.outputs]
-        assert not any("torch._C.Generator" in s for s in shown), cell.source[:60]
-        lines = cell.source.split("### BEGIN HIDDEN TESTS")[0].rstrip().splitlines()
-        assert len(lines) <= 20, f"cell {cell.id} has {len(lines)} lines"
 
 
 def test_hook_nodes_name_their_layer():

@@ -270,19 +270,4 @@ def test_seed_004_fixed_bug_by_bug_ends_with_a_passing_gradcheck():
 
 # ------------------------------------------------------------ chapter noise
 
-def test_no_stray_generator_output_and_no_long_cells():
-    for cell in nbexec.executed(NOTEBOOK).cells:
-        if cell.cell_type != "code":
-            continue
-        for out in cell.outputs:
-            assert "torch._C.Generator" not in str(out.get("data", {})), cell.source[:60]
-        assert len(cell.source.splitlines()) <= 25, f"cell over 25 lines: {cell.source[:60]!r}"
 
-
-def test_printed_values_are_short():
-    long_float = re.compile(r"\d\.\d{9,}")
-    for text in printed_by_cell(NOTEBOOK):
-        for line in text.splitlines():
-            if "spacing of numbers near 1" in line or "step actually taken" in line:
-                continue   # these two lines are about float precision
-            assert not long_float.search(line), line

@@ -735,3 +735,19 @@ def test_warnings_from_learner_code_stay_out_of_the_feedback(recwarn):
 
     assert checks.call(noisy) == 1
     assert not [w for w in recwarn if "learner" in str(w.message)]
+
+
+@pytest.mark.parametrize("answer, expected", [(2, 3), (40, 41), (1, 100)])
+def test_a_count_that_is_off_says_the_direction_and_no_percentage(answer, expected):
+    message = failure(check_equal, "count", answer, expected)
+    assert message.endswith("`count` is too small.") and "%" not in message, message
+
+
+def test_a_value_that_should_be_zero_is_not_named():
+    message = failure(check_equal, "n_div for x2", 1, 0)
+    assert message.endswith("`n_div for x2` is too large.") and "0" not in message.replace("x2", ""), message
+
+
+def test_a_float_tensor_for_a_count_is_named_as_a_tensor():
+    message = failure(check_equal, "n_nodes", torch.tensor(7.0), 7)
+    assert "not a float tensor" in message and "7" not in message.replace("n_nodes", ""), message

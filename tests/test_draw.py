@@ -529,9 +529,12 @@ def test_a_60_step_shared_weight_rnn_lays_out_about_as_fast_as_an_mlp_of_its_siz
     assert layout_cpu(d) < max(1.0, 5 * layout_cpu(mlp))
 
 
-def test_a_medium_graph_goes_to_graphviz_pure_with_bounded_network_simplex(monkeypatch):
+def test_a_medium_graph_goes_to_graphviz_pure_with_bounded_network_simplex_only_when_big(monkeypatch):
     monkeypatch.setattr(render, "MEDIUM", 20)
     loss, W, U = rnn(8)
+    d = draw(loss, {"W": W, "U": U})
+    assert render.size_of(d.graph) == "medium" and "nslimit" not in d.source  # straight branches
+    monkeypatch.setattr(render, "ROUGH", 30)
     d = draw(loss, {"W": W, "U": U})
     assert render.size_of(d.graph) == "medium" and "nslimit=0.02" in d.source
     assert "graphviz-pure" in render.layout_command("medium")[1]

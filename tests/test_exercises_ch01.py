@@ -112,10 +112,10 @@ WRONG = {
     "01_ex4": [
         # The classic answer: `* 3` turns 3 into a tensor, which gets a (None, 0) entry.
         (GIVEN4 + "built = (p * q * p * 3).sum()",
-         "`the number of (None, 0) entries in the graph` is not quite right: it should be 0"),
+         "`the number of (None, 0) entries in the graph` is too large"),
         # A data tensor as the third factor.
         (GIVEN4 + "built = (p * q * p * torch.ones(2)).sum()",
-         "`the number of (None, 0) entries in the graph` is not quite right"),
+         "`the number of (None, 0) entries in the graph` is too large"),
         # Two multiplications only.
         (GIVEN4 + "built = (p * q * p).sum()", "`the number of MulBackward0 Nodes` is too small"),
         # Three multiplications, but p in three slots.
@@ -142,6 +142,9 @@ WRONG = {
         ("n_div = [1, 0]\nn_mul = [3, 4]", "`n_div` has too few items"),
         # A comma at the end of the line makes a tuple that holds the list.
         ("n_div = [1, 0, 2]\nn_mul = [3, 4, 2],", "`n_mul` is a tuple that holds your list"),
+        # Tensors instead of lists: still named by input, not "item 2".
+        ("import torch\nn_div = torch.tensor([1, 0, 2])\nn_mul = torch.tensor([3, 4, 3])",
+         "`n_mul for x3` is too large"),
     ],
 }
 

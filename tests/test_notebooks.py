@@ -45,3 +45,29 @@ def test_solution_notebooks_raise_nowhere_else(path):
     nb = executed(path)
     unexpected = [(c.id, f"{o.ename}: {o.evalue}") for c, o in errors(nb) if not expects_error(c)]
     assert not unexpected, f"{path.name}: {unexpected}"
+
+
+# Cells stay short enough to read at a glance: about 20 lines, a whole class up to 25
+# (counted as the learner sees them: an exercise's hidden tests are not shown).
+LONGEST_CELL = 25
+# Lines that are about float precision itself, where long digits are the point.
+ABOUT_PRECISION = ("spacing of numbers near 1", "step actually taken")
+
+
+@pytest.mark.parametrize("path", notebooks(SOLUTIONS), ids=lambda p: p.name)
+def test_short_cells_and_no_noise_in_the_outputs(path):
+    """No cell longer than LONGEST_CELL lines; no `<torch._C.Generator ...>` echoed by a
+    seed; no float printed with nine or more decimals (they hide what the number says)."""
+    import re
+    long_float = re.compile(r"\d\.\d{9,}")
+    for cell in executed(path).cells:
+        if cell.cell_type != "code":
+            continue
+        shown = cell.source.split("### BEGIN HIDDEN TESTS")[0].rstrip().splitlines()
+        assert len(shown) <= LONGEST_CELL, f"{path.name} cell {cell.id} has {len(shown)} lines"
+        for out in cell.get("outputs", []):
+            text = out.get("text", "") + out.get("data", {}).get("text/plain", "")
+            assert "torch._C.Generator" not in text, f"{path.name} cell {cell.id} echoes a Generator"
+            for line in text.splitlines():
+                if not any(p in line for p in ABOUT_PRECISION):
+                    assert not long_float.search(line), f"{path.name} cell {cell.id}: {line}"

@@ -1,11 +1,10 @@
 """The stepper widgets' Python side: payload, ids, step state and errors (no browser)."""
-import inspect
 import json
 import re
 import types
 import urllib.parse
-from pathlib import Path
 from html import unescape
+from pathlib import Path
 
 import pytest
 import torch

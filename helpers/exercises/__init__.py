@@ -93,8 +93,7 @@ def run(exercise_id, namespace, *, graded=False):
             checks.fail(f"`{name}` is not defined: run the exercise cell above first.")
         value = namespace[name]
         if value is None and name not in verify.may_be_none:
-            checks.fail(f"`{name}` is still None: not written yet -- write your answer in the "
-                        f"exercise cell above.")
+            checks._not_done(name)
         args[name] = value
     if "graded" in keyword_only:
         args["graded"] = graded

@@ -144,6 +144,8 @@ def ex5(n_div, n_mul):
         if isinstance(answer, tuple) and len(answer) == 1 and isinstance(answer[0], (list, tuple)):
             checks.fail(f"`{name}` is a tuple that holds your list: is there a comma at the end of "
                         f"its line?")
+        if isinstance(answer, torch.Tensor) and answer.dim() == 1 and len(answer) == 3:
+            answer = answer.tolist()  # the same per-input messages as for a list
         if isinstance(answer, (list, tuple)) and len(answer) == 3:
             for label, got, want in zip(("x1", "x2", "x3"), answer, expected):
                 if got != want or type(got) is not int:  # name the input, not "item 1"

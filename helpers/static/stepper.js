@@ -1,31 +1,33 @@
 // Front end of helpers.stepper: replays recorded steps on a Graphviz SVG.
 //
 // The kernel sends the laid-out SVG and every step once (the `_payload` trait).
-// Playing advances in the browser alone: nothing is sent to the kernel until
-// playing stops, when `step` is synced back once. The same file runs on a
-// static page (static_stepper.js gives it a local stand-in for the model).
+// Playing advances in the browser alone; `step` is synced back to the kernel
+// once the learner pauses (a second after the last move, or when playing
+// stops). The same file runs on a static page (static_stepper.js gives it a
+// local stand-in for the model).
 //
 // Why the picture is built in layers. A browser repaints an SVG as a whole:
-// change one attribute inside a 1,000-node SVG and it walks and re-records all
-// of it (tens of ms). So the Graphviz SVG (the "base") is never changed after
-// it is mounted, and sits in its own compositing layer, which the browser can
-// reuse as it is. What a step changes is drawn on top, on small transparent
-// SVG layers with the same coordinates, as copies ("ghosts") of the nodes and
-// edges concerned, styled by a state class:
+// change one attribute inside a large SVG and it walks and re-records all of
+// it that is near the view. So the Graphviz SVG (the "base") is never changed
+// after it is mounted, and sits in its own compositing layers, which the
+// browser reuses as they are (a very large picture is cut into tiles, see
+// tile()). What a step changes is drawn on top, on transparent SVG layers with
+// the same coordinates, as copies ("ghosts") of the nodes and edges concerned,
+// styled by a state class:
 //   - "history" layers: what stays once it happened (a finished Node, an edge
 //     that carried gradient, a filled leaf; in forward mode every revealed
 //     node and edge). They are split by step range, so a step touches only the
-//     newest one and costs the same at step 5 and at step 5,000.
-//   - the "wait" layer: Nodes that hold gradient and wait to run;
-//   - the "now" layer: the running Node, the edges its gradient travels along
-//     (arrowheads pointing the way the gradient flows) and their labels.
+//     newest one and costs about the same at step 5 and at step 5,000.
+//   - the "now" layer: Nodes that hold gradient and wait (outlines), the
+//     running Node, the edges its gradient travels along (arrowheads pointing
+//     the way the gradient flows) and their labels.
 //
 // Payload: {mode: "backward" | "forward", steps: [step, ...], all?, empty?, predict?}
 // where step = {run: [node ids], flow: [[edge id, gradient text]], to?: [ids
 // that now hold gradient], leaf?: id, grad?: text, reveal?: [ids], title, note,
 // rows: [[label, text]], formula?: text, alert?: text, guess?: [guess, ...]}
-// and guess = {row: index in rows, value?: number, text, choices?: [[text, hint]]}.
-// steps[0] is "before" (backward / fn).
+// and guess = {row: index in rows, value?: number, received?: number, text,
+// choices?: [[text, why it is wrong or null]]}. steps[0] is "before" (backward / fn).
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const SPEEDS = [0.5, 1, 2, 4, 10, 30];
@@ -429,20 +431,39 @@ function render({ model, el }) {
     box.scrollTop = 0;
   }
 
-  // Scroll the box (not the notebook) so that `g` is well inside it.
-  function bringIntoView(g) {
+  // Scroll the box (not the notebook) so that the running Node `g` (of step `k`) is well
+  // inside it. Each move of the view costs a repaint of all of it (tens of ms on a large
+  // graph in a software-rendered browser), so when the view has to move, it moves to show
+  // as many of the coming steps' Nodes as fit too (the next ones, or the previous ones when
+  // stepping back), on both axes: it then stays put for a stretch of steps.
+  const LOOKAHEAD = 12;
+  function bringIntoView(g, k, dir) {
     const b = box.getBoundingClientRect(), r = g.getBoundingClientRect();
     if (!b.width) return; // not on the page yet
     const m = Math.min(40, b.width / 6, b.height / 6);
-    if (r.left < b.left + m || r.right > b.right - m) box.scrollLeft += (r.left + r.right - b.left - b.right) / 2;
-    if (r.top < b.top + m || r.bottom > b.bottom - m) box.scrollTop += (r.top + r.bottom - b.top - b.bottom) / 2;
+    const outX = (x0, x1) => x0 < b.left + m || x1 > b.right - m;
+    const outY = (y0, y1) => y0 < b.top + m || y1 > b.bottom - m;
+    if (!outX(r.left, r.right) && !outY(r.top, r.bottom)) return;
+    let { left, right, top, bottom } = r;
+    for (let i = 1, j = k + dir; i <= LOOKAHEAD && j >= 0 && j <= n; i++, j += dir) {
+      const q = byId.get(payload.steps[j].run[0])?.getBoundingClientRect();
+      if (!q) continue;
+      const l = Math.min(left, q.left), rr = Math.max(right, q.right);
+      const t = Math.min(top, q.top), bb = Math.max(bottom, q.bottom);
+      if (rr - l > b.width - 2 * m || bb - t > b.height - 2 * m) break;
+      [left, right, top, bottom] = [l, rr, t, bb];
+    }
+    if (outX(left, right)) box.scrollLeft += (left + right - b.left - b.right) / 2;
+    if (outY(top, bottom)) box.scrollTop += (top + bottom - b.top - b.bottom) / 2;
   }
   // In the next frame, when the browser lays out anyway: measuring right after
   // changing the picture would force an extra layout.
   let scrollTarget = null;
-  function scrollTo(g) {
-    if (scrollTarget === null) requestAnimationFrame(() => { if (scrollTarget) bringIntoView(scrollTarget); scrollTarget = null; });
-    scrollTarget = g || false;
+  function scrollTo(g, k, dir) {
+    if (scrollTarget === null) {
+      requestAnimationFrame(() => { if (scrollTarget) bringIntoView(...scrollTarget); scrollTarget = null; });
+    }
+    scrollTarget = g ? [g, k, dir] : false;
   }
 
   // An edge's midpoint, where its gradient label goes (measured once: the base never moves).
@@ -468,8 +489,9 @@ function render({ model, el }) {
   // --- showing a step ---------------------------------------------------------
   let shown = -1;
 
-  function show(k) {
+  function show(k, panelNow = false) {
     k = Math.max(0, Math.min(n, k | 0));
+    const dir = k < shown ? -1 : 1; // stepping back or forward
     const step = payload.steps[k];
     const secret = hidden(k);
     for (const [id] of step.flow) middleOf(id); // measure before changing anything
@@ -505,8 +527,33 @@ function render({ model, el }) {
     counter.textContent = `step ${k} of ${n}`;
     first.disabled = prev.disabled = k === 0;
     next.disabled = last.disabled = k === n;
+    if (panelNow) writePanel(step, k);
+    else schedulePanel(step, k);
+    scrollTo(byId.get(step.run[0]), k, dir);
+  }
+
+  // The panel is written in the frame after the picture's. Its text is the costliest part
+  // of a step to paint in a software-rendered browser: written together, the two often
+  // missed the next frame even on a 100-node graph (Next -> painted frame 32 ms instead of
+  // 24 ms, in headless Chromium). The panel's `data-step` says which step it shows; moving
+  // again before it is written skips it.
+  let panelFrame = null, panelTimer = null;
+  function schedulePanel(step, k) {
+    cancelPanel();
+    panelFrame = requestAnimationFrame(() => {
+      panelFrame = null;
+      panelTimer = setTimeout(() => { panelTimer = null; writePanel(step, k); }, 0);
+    });
+  }
+  function cancelPanel() {
+    cancelAnimationFrame(panelFrame);
+    clearTimeout(panelTimer);
+    panelFrame = panelTimer = null;
+  }
+  function writePanel(step, k) {
+    cancelPanel();
     showPanel(step, k);
-    scrollTo(byId.get(step.run[0]));
+    panel.dataset.step = String(k);
   }
 
   function showPanel(step, k) {
@@ -579,7 +626,8 @@ function render({ model, el }) {
           }
         }
         answers.set(k, res);
-        show(k); // the panel and the labels on the edges, now with the values
+        show(k, true); // the panel and the labels on the edges, now with the values
+        root.focus({ preventScroll: true }); // (the input is gone): the arrow keys step on
       };
       check.onclick = submit;
       for (const [, input] of inputs) {
@@ -698,13 +746,14 @@ function render({ model, el }) {
   model.on("change:speed", onSpeed);
   setSpeed();
   el.append(root);
-  show(model.get("step"));
+  show(model.get("step"), true);
   let tileTimer = null;
   const tileFrame = requestAnimationFrame(() => { tileTimer = setTimeout(tile, 0); });
 
   return () => {
     cancelAnimationFrame(tileFrame);
     clearTimeout(tileTimer);
+    cancelPanel();
     stop(false);
     if (syncTimer !== null) sync(0);
     model.off("change:step", onStep);
