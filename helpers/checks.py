@@ -289,7 +289,7 @@ def _a(value):
     if value is None:
         return "None"
     kind = type(value).__name__
-    return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
+    return f"{'an' if kind[:1].lower() in 'aeiou' or kind == 'ndarray' else 'a'} {kind}"
 
 
 def _band(fraction):

@@ -751,3 +751,9 @@ def test_a_value_that_should_be_zero_is_not_named():
 def test_a_float_tensor_for_a_count_is_named_as_a_tensor():
     message = failure(check_equal, "n_nodes", torch.tensor(7.0), 7)
     assert "not a float tensor" in message and "7" not in message.replace("n_nodes", ""), message
+
+
+def test_a_numpy_array_is_an_ndarray():
+    import numpy as np
+    message = failure(check_equal, "count", np.array([1, 2]), 3)
+    assert "not an ndarray" in message, message

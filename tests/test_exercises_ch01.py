@@ -124,6 +124,9 @@ WRONG = {
         (GIVEN4 + "built = (p * q * (p * q)).sum()", "`the number of input slots q fills` is too large"),
         # mean instead of sum.
         (GIVEN4 + "h = p * q\nbuilt = (h * h * p).mean()", "`the name of built.grad_fn` is not quite right"),
+        # Built from a copy of p (an older p, run again): a leaf the exercise did not give.
+        (GIVEN4 + "other = p.detach().clone().requires_grad_()\nh = other * q\nbuilt = (h * h * other).sum()",
+         "'a leaf other than p and q' should not be there"),
         # Not reduced to one number.
         (GIVEN4 + "h = p * q\nbuilt = h * h * p", "`built` should be a single number"),
         # A Python number: .item() leaves the graph behind.

@@ -108,9 +108,9 @@ def ex4(p, q, built):
     fns = walk(built).fns
     checks.check_equal("the name of built.grad_fn", type(built.grad_fn).__name__, "SumBackward0")
     names = {id(p): "p", id(q): "q"}
-    leaves = {names.get(id(getattr(fn, "variable", None)), "another leaf")
+    leaves = {names.get(id(getattr(fn, "variable", None)), "a leaf other than p and q")
               for fn in fns if hasattr(fn, "variable")}
-    checks.check_equal("the leaves in built's graph", leaves, {"p", "q"})
+    checks.check_equal("the set of leaves in built's graph", leaves, {"p", "q"})
     checks.check_equal("the number of MulBackward0 Nodes",
                        sum(type(fn).__name__ == "MulBackward0" for fn in fns), 3)
 
