@@ -3,6 +3,7 @@ import html
 import os
 import re
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -726,3 +727,21 @@ def test_two_users_importing_at_once_get_private_aliases_and_a_planted_one_is_ig
     assert all(f["dot"] == os.path.join(d, "dot") for f, d in zip(found, dirs))
     assert all(not os.path.exists(d) for d in dirs)  # removed when the process ends
     assert str(planted) not in " ".join(dirs)
+
+
+def test_a_chain_of_nodes_is_drawn_straight():
+    """A Node whose only consumer has no other input sits right below it (Graphviz ``group``):
+    many small layers side by side keep each branch vertical, TanhBackward0 over AddmmBackward0."""
+    import json
+    torch.manual_seed(0)
+    x = torch.randn(2, 4)
+    d = draw(torch.stack([torch.tanh(torch.nn.Linear(4, 4)(x)) for _ in range(100)]).sum(), max_nodes=5000)
+    assert render.size_of(d.graph) == "medium"
+    pairs = [(e.head.id, e.tail.id) for e in d.graph.edges
+             if e.kind == "grad" and e.head.name == "TanhBackward0" and e.tail.name == "AddmmBackward0"]
+    command, _ = render.layout_command("medium")
+    laid = json.loads(subprocess.run([*command, "-Tjson0"], input=d.source.encode(), capture_output=True,
+                                     check=True, timeout=120).stdout)
+    x_of = {o["id"]: float(o["pos"].split(",")[0]) for o in laid["objects"] if "pos" in o and "id" in o}
+    assert len(pairs) == 100
+    assert max(abs(x_of[a] - x_of[b]) for a, b in pairs) < 1, "a branch is bent"
