@@ -71,11 +71,23 @@ def printed(path):
             for c in executed(path).cells if c.cell_type == "code"]
 
 
-def output_of(path, marker):
-    """The printed text of the one code cell whose *source* contains ``marker``."""
+def cell_with(path, marker):
+    """The one executed code cell whose *source* contains ``marker``."""
     cells = [c for c in executed(path).cells if c.cell_type == "code" and marker in c.source]
     assert len(cells) == 1, f"expected one cell containing {marker!r}, found {len(cells)}"
-    return "".join(o.get("text", "") for o in cells[0].outputs if o.output_type == "stream")
+    return cells[0]
+
+
+def error_of(path, marker):
+    """The error output of the one code cell whose source contains ``marker``."""
+    found = [o for o in cell_with(path, marker).outputs if o.output_type == "error"]
+    assert found, f"the cell containing {marker!r} raised nothing"
+    return found[0]
+
+
+def output_of(path, marker):
+    """The printed text of the one code cell whose *source* contains ``marker``."""
+    return "".join(o.get("text", "") for o in cell_with(path, marker).outputs if o.output_type == "stream")
 
 
 def output_with(texts, marker):

@@ -25,15 +25,11 @@ def output_of(marker):
 
 
 def cell_with(marker):
-    cells = [c for c in nbexec.executed(NOTEBOOK).cells if c.cell_type == "code" and marker in c.source]
-    assert len(cells) == 1, f"expected one cell containing {marker!r}, found {len(cells)}"
-    return cells[0]
+    return nbexec.cell_with(NOTEBOOK, marker)
 
 
 def error_of(marker):
-    errors = [o for o in cell_with(marker).outputs if o.output_type == "error"]
-    assert errors, f"the cell containing {marker!r} raised nothing"
-    return errors[0]
+    return nbexec.error_of(NOTEBOOK, marker)
 
 
 def stderr_of(marker):

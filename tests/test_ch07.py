@@ -70,15 +70,11 @@ def test_the_stepper_shows_the_gradient_passing_straight_through():
 
 
 def cell_with(marker):
-    cells = [c for c in nbexec.executed(PATH).cells if c.cell_type == "code" and marker in c.source]
-    assert len(cells) == 1, f"expected one cell containing {marker!r}, found {len(cells)}"
-    return cells[0]
+    return nbexec.cell_with(PATH, marker)
 
 
 def error_of(marker):
-    errors = [o for o in cell_with(marker).outputs if o.output_type == "error"]
-    assert errors, f"the cell containing {marker!r} raised nothing"
-    return errors[0]
+    return nbexec.error_of(PATH, marker)
 
 
 def test_the_ctx_is_the_node_and_lives_as_long_as_the_graph():
