@@ -452,7 +452,7 @@ CONTRAST = """(root) => {
   for (const t of root.querySelectorAll("svg text")) {  // the graph: text on its box, or on the white card
     const style = getComputedStyle(t);
     if (!t.textContent.trim() || style.visibility === "hidden" || !visible(t)) continue;
-    const box = t.closest("g.node")?.querySelector("polygon");
+    const box = t.closest("g.node")?.querySelector(":scope > polygon, :scope > path");
     let bg = [255, 255, 255, 1];
     if (box && getComputedStyle(box).fill !== "none") bg = over(rgba(getComputedStyle(box).fill), bg);
     if (t.classList.contains("ag-label")) bg = rgba(style.stroke);  // a label sits on its own white halo
@@ -611,6 +611,55 @@ def test_fit_shows_the_whole_graph_and_the_running_node_stays_in_view(browser):
                 assert widget.evaluate(shown), f"step {k}: the running node is out of view"
                 moved.add(box.evaluate("b => b.scrollLeft"))
             assert len(moved) >= 2  # it did have to scroll
+    assert not problems, problems
+
+
+# What one step shows as done, carried or filled: (id, state) over all the layers.
+SHOWN_DONE = """el => [...new Set([...el.querySelectorAll('.ag-layer [data-id]')].flatMap((g) =>
+  ['ag-done', 'ag-carried', 'ag-filled'].filter((c) => g.classList.contains(c)).map((c) => g.dataset.id + ' ' + c)))].sort()"""
+
+
+def test_one_step_is_whole_in_its_first_frame(browser):
+    """Next changes the picture in one go; the panel, the counter and the history layers follow a
+    frame later. What the step adds to the history is on the "now" layer meanwhile: nothing that
+    is done flickers back to not done."""
+    from helpers.stepper import step_backward
+
+    stepper = step_backward(wide_model(3))
+    with static_page(browser, static_html(stepper)) as (page, _, problems):
+        widget = page.locator(".ag-stepper")
+        at_step(page, widget, 0)
+        for k in range(1, int(widget.get_attribute("data-n-steps")) + 1):
+            first, panel = widget.evaluate(f"""el => {{ el.querySelector('.ag-next').click();
+                return [({SHOWN_DONE})(el), el.querySelector('.ag-panel').dataset.step]; }}""")
+            assert panel == str(k - 1)  # (still the frame of the click: the panel is not written yet)
+            at_step(page, widget, k)
+            assert first == widget.evaluate(SHOWN_DONE), f"step {k}"
+        assert any(s.endswith("ag-filled") for s in first)
+    assert not problems, problems
+
+
+def test_a_collapsed_module_runs_waits_and_is_done_like_any_node(browser):
+    import torch
+    from helpers.stepper import step_backward
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    stepper = step_backward(model(torch.randn(2, 3)).sum(), modules=model, collapse=["0"])
+    with static_page(browser, static_html(stepper)) as (page, _, problems):
+        widget = page.locator(".ag-stepper")
+        box = widget.locator("svg.ag-base g.node.ag-module")  # a rounded box: Graphviz draws a path
+        assert box.count() == 1 and box.locator(":scope > path").count() == 1
+        module = box.get_attribute("id")
+        states = set()
+        for k in range(1, int(widget.get_attribute("data-n-steps")) + 1):
+            widget.locator(".ag-next").click()
+            at_step(page, widget, k)
+            for cls, prop in (("ag-run", "stroke-width"), ("ag-wait", "stroke-dasharray"), ("ag-done", "fill")):
+                shape = widget.locator(f".ag-layer g.node.{cls}[data-id='{module}'] > path")
+                if shape.count():
+                    states.add((cls, shape.first.evaluate(f"p => getComputedStyle(p)['{prop}']")))
+        assert states >= {("ag-run", "4px"), ("ag-wait", "5px, 3px"), ("ag-done", "rgb(215, 236, 208)")}, states
     assert not problems, problems
 
 

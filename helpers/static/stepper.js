@@ -340,7 +340,11 @@ function render({ model, el }) {
     const b = Math.floor(it.s / per);
     (history[b] ||= { items: [], count: 0, layer: null }).items.push(it);
   }
+  const freshAt = new Map(); // step -> the history items it adds
+  for (const it of items) (freshAt.get(it.s) || freshAt.set(it.s, []).get(it.s)).push(it);
+  let historyAt = -1; // the step the history layers show
   function showHistory(k) {
+    historyAt = k;
     history.forEach((H, b) => {
       if (!H) return;
       let want = H.count;
@@ -375,7 +379,7 @@ function render({ model, el }) {
     for (const [id, g] of waiting) if (!want.has(id)) { g.remove(); waiting.delete(id); }
     for (const id of want) {
       if (waiting.has(id)) continue;
-      const box = byId.get(id)?.querySelector("polygon"); // the outline is enough: the base has the text
+      const box = byId.get(id)?.querySelector(":scope > polygon, :scope > path"); // the outline is enough: the base has the text
       if (!box) continue;
       const g = svgEl("g", { class: "node ag-wait", "data-id": id });
       g.append(box.cloneNode(false));
@@ -495,10 +499,14 @@ function render({ model, el }) {
     const step = payload.steps[k];
     const secret = hidden(k);
     for (const [id] of step.flow) middleOf(id); // measure before changing anything
-    showHistory(k);
+    // One step forward: what it adds to the history goes on the "now" layer, and the history
+    // layers catch up a frame later, with the panel (see schedulePanel). Any other move:
+    // they catch up now.
+    const fresh = historyAt === k - 1 && !panelNow ? freshAt.get(k) || [] : [];
+    if (!fresh.length) showHistory(k);
     if (backward) showWaits(k);
 
-    const ghosts = [];
+    const ghosts = fresh.map((it) => ghost(it.id, it.cls, it.text));
     for (const [id] of step.flow) ghosts.push(ghost(id, "ag-flow"));
     for (const id of step.run) {
       const g = ghost(id, "ag-run");
@@ -523,8 +531,6 @@ function render({ model, el }) {
     shown = k;
     root.dataset.step = String(k);
     root.dataset.running = step.run.join(" ");
-    slider.value = String(k);
-    counter.textContent = `step ${k} of ${n}`;
     first.disabled = prev.disabled = k === 0;
     next.disabled = last.disabled = k === n;
     if (panelNow) writePanel(step, k);
@@ -532,11 +538,17 @@ function render({ model, el }) {
     scrollTo(byId.get(step.run[0]), k, dir);
   }
 
-  // The panel is written in the frame after the picture's. Its text is the costliest part
-  // of a step to paint in a software-rendered browser: written together, the two often
-  // missed the next frame even on a 100-node graph (Next -> painted frame 32 ms instead of
-  // 24 ms, in headless Chromium). The panel's `data-step` says which step it shows; moving
-  // again before it is written skips it.
+  // The panel, the counter, the slider and the history layers are written in the frame
+  // after the picture's (which has all the step shows: what it adds to the history is on
+  // the "now" layer meanwhile). In a software-rendered browser the first frame is then
+  // on time (Next -> painted frame 16 ms instead of 24-32, in headless Chromium):
+  //   - the browser composites one rectangle around all that changed in a frame: the
+  //     toolbar above the graph and the panel beside it stretch a step's few nodes to most
+  //     of the box, and every layer of the graph is drawn again over all of it;
+  //   - a history layer holds up to `per` steps of copies, and the browser paints it
+  //     again as a whole when one is added; the "now" layer holds a few.
+  // The panel's `data-step` says which step it shows; moving again before it is written
+  // skips it (and the history layers catch up at that move).
   let panelFrame = null, panelTimer = null;
   function schedulePanel(step, k) {
     cancelPanel();
@@ -552,8 +564,11 @@ function render({ model, el }) {
   }
   function writePanel(step, k) {
     cancelPanel();
+    if (historyAt !== k) showHistory(k);
     showPanel(step, k);
     panel.dataset.step = String(k);
+    slider.value = String(k);
+    counter.textContent = `step ${k} of ${n}`;
   }
 
   function showPanel(step, k) {
