@@ -23,8 +23,9 @@
    is in the page); from a real click on Next to the next painted frame (the
    browser's Event Timing API; median of 25 clicks) and to the end of the main
    thread's work on that frame (the picture's), and on the next (the panel's,
-   written a frame later); the same clicks on a plain button added to the page
-   (the floor of this browser); playing at 30 steps/s: steps per second and
+   written a frame later); the same clicks on a plain button that changes its
+   own number, next to Next in the stepper's toolbar and fixed over the page
+   (the floor of this browser, in the notebook and outside it); playing at 30 steps/s: steps per second and
    how many steps got a frame of their own; websocket frames the page sends to
    the kernel while playing (none) and on pause (one).
 3. Each chapter run top to bottom with nbclient and saved with its outputs and
@@ -225,13 +226,15 @@ WATCH_CLICKS = """() => {
   }, true);
 }"""
 
-# The floor: a plain button that changes one number, added to the same page, clicked the same way.
-BARE_BUTTON = """() => {
+# The floor: a plain button that changes one number, clicked the same way -- fixed over the
+# page ("page"), and in the stepper's toolbar next to Next ("toolbar": inside the notebook,
+# where Next is; it changes nothing else).
+BARE_BUTTON = """([where, toolbar]) => {
   const b = document.createElement('button');
-  b.className = 'ag-bare'; b.textContent = '0';
-  b.style.cssText = 'position: fixed; right: 20px; bottom: 40px; z-index: 10000';
+  b.className = 'ag-btn ag-bare'; b.textContent = '0';
+  if (where === 'page') b.style.cssText = 'position: fixed; right: 20px; bottom: 40px; z-index: 10000';
   b.onclick = () => { b.textContent = String(Number(b.textContent) + 1); };
-  document.body.append(b);
+  (where === 'page' ? document.body : toolbar).append(b);
   window.agBare = [];
   new PerformanceObserver((list) => {
     for (const e of list.getEntries()) if (e.name === 'click' && e.target === b) window.agBare.push(e.duration);
@@ -248,6 +251,11 @@ WATCH_FRAMES = """(el) => {
 CLICKS = 25
 SIZES = {100: 14, 1000: 142, 5000: 714}  # nodes -> branches of wide_mlp
 TARGET_PAINT = {100: None, 1000: 16, 5000: 50}  # ms, Next -> painted frame (100 nodes: for comparison)
+
+
+def within(reported):
+    """How many of the clicks were painted within 16 ms (those under 16 ms are not reported)."""
+    return CLICKS - len(reported) + sum(d <= 16 for d in reported)
 
 
 def bench_browser():
@@ -290,23 +298,26 @@ def bench_browser():
             paint = statistics.median(slow + [16] * (CLICKS - len(slow)))
             limit = TARGET_PAINT[approx]
             rows.append((f"{what}: Next -> painted frame (Event Timing, median of {CLICKS})",
-                         f"{'<= ' if paint == 16 else ''}{paint:.0f} ms ({CLICKS - len(slow)} under 16 ms)",
+                         f"{'<= ' if paint == 16 else ''}{paint:.0f} ms ({within(slow)} of {CLICKS} in <= 16 ms)",
                          f"<= {limit} ms" if limit else "", paint <= limit if limit else None))
             rows.append((f"{what}: Next -> main thread done with the frame (median, max)",
                          f"{statistics.median(main):.1f} ms, {max(main):.0f} ms", "", None))
             rows.append((f"{what}: Next -> main thread done with the panel's frame (median)",
                          f"{statistics.median(panel):.1f} ms", "", None))
             if approx == 1000:  # the floor of this browser: the same clicks on a plain button
-                page.evaluate(BARE_BUTTON)
-                for _ in range(CLICKS):
-                    page.locator(".ag-bare").click()
-                    page.wait_for_timeout(100)
-                page.wait_for_timeout(500)
-                bare = page.evaluate("window.agBare")
-                floor = statistics.median(bare + [16] * (CLICKS - len(bare)))
-                rows.append((f"baseline: a plain button in the same page -> painted frame (median of {CLICKS})",
-                             f"{'<= ' if floor == 16 else ''}{floor:.0f} ms ({CLICKS - len(bare)} under 16 ms)",
-                             "", None))
+                for where in ("toolbar", "page"):
+                    page.evaluate(BARE_BUTTON, [where, widget.locator(".ag-toolbar").element_handle()])
+                    for _ in range(CLICKS):
+                        page.locator(".ag-bare").click()
+                        page.wait_for_timeout(100)
+                    page.wait_for_timeout(500)
+                    bare = page.evaluate("window.agBare")
+                    page.evaluate("document.querySelector('.ag-bare').remove()")
+                    floor = statistics.median(bare + [16] * (CLICKS - len(bare)))
+                    place = "next to Next" if where == "toolbar" else "fixed over the page"
+                    rows.append((f"baseline: a plain button {place} -> painted frame (median of {CLICKS})",
+                                 f"{'<= ' if floor == 16 else ''}{floor:.0f} ms ({within(bare)} of {CLICKS} in <= 16 ms)",
+                                 "", None))
 
             if approx != 1000:
                 continue

@@ -331,6 +331,16 @@ function render({ model, el }) {
     return g;
   }
 
+  // An outline only, over the base's own box and text: the running Node (backward) and
+  // the Nodes that wait. Text is what costs most to paint at a step.
+  function outline(id, cls) {
+    const shape = byId.get(id)?.querySelector(":scope > polygon, :scope > path");
+    if (!shape) return null;
+    const g = svgEl("g", { class: `node ${cls}`, "data-id": id });
+    g.append(shape.cloneNode(false));
+    return g;
+  }
+
   // History layers, one per range of `per` steps, made when first needed.
   const isEdge = (id) => byId.get(id)?.classList.contains("edge") ?? false;
   const items = historyItems(payload, isEdge);
@@ -379,10 +389,8 @@ function render({ model, el }) {
     for (const [id, g] of waiting) if (!want.has(id)) { g.remove(); waiting.delete(id); }
     for (const id of want) {
       if (waiting.has(id)) continue;
-      const box = byId.get(id)?.querySelector(":scope > polygon, :scope > path"); // the outline is enough: the base has the text
-      if (!box) continue;
-      const g = svgEl("g", { class: "node ag-wait", "data-id": id });
-      g.append(box.cloneNode(false));
+      const g = outline(id, "ag-wait");
+      if (!g) continue;
       waitLayer.g.append(g);
       waiting.set(id, g);
     }
@@ -509,7 +517,7 @@ function render({ model, el }) {
     const ghosts = fresh.map((it) => ghost(it.id, it.cls, it.text));
     for (const [id] of step.flow) ghosts.push(ghost(id, "ag-flow"));
     for (const id of step.run) {
-      const g = ghost(id, "ag-run");
+      const g = backward ? outline(id, "ag-run") : ghost(id, "ag-run"); // (forward: the base is hidden)
       if (g && step.alert) g.classList.add("ag-bad");
       ghosts.push(g);
     }
