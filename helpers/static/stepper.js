@@ -548,8 +548,8 @@ function render({ model, el }) {
 
   // The panel, the counter, the slider and the history layers are written in the frame
   // after the picture's (which has all the step shows: what it adds to the history is on
-  // the "now" layer meanwhile). In a software-rendered browser the first frame is then
-  // on time (Next -> painted frame 16 ms instead of 24-32, in headless Chromium):
+  // the "now" layer meanwhile). In a software-rendered browser the picture then often makes
+  // the first frame after the click instead of always the second (headless Chromium):
   //   - the browser composites one rectangle around all that changed in a frame: the
   //     toolbar above the graph and the panel beside it stretch a step's few nodes to most
   //     of the box, and every layer of the graph is drawn again over all of it;
