@@ -34,7 +34,6 @@ so is the first step that sends a NaN or an infinity, for ``first_nonfinite``.
 Each step's ``formula`` (``formulas.py``) explains the rule the Node applied.
 """
 import gc
-import sys
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -350,10 +349,8 @@ def trace_backward(root, gradient=None, *, params=None, keep="auto", show_saved=
 
     What it touches: the backward is real, so everything a backward runs, runs.
     The ``.grad`` of leaves, of ``root`` and of intermediates that ``retain_grad()``
-    are set to None for it and the original objects are put back afterwards (an
-    intermediate is found among the variables of the code that calls this and of
-    the notebook, and one level inside their lists, dicts and modules); the graph
-    is kept for another backward. Hooks *you* registered run as in any backward:
+    are set to None for it and the original objects are put back afterwards
+    (wherever the intermediates are kept); the graph is kept for another backward. Hooks *you* registered run as in any backward:
     ``tensor.register_hook`` functions are called, ``register_post_accumulate_grad_hook``
     functions too (one that steps an optimizer would step it). A leaf's recorded
     gradient is what its AccumulateGrad received, whatever such hooks do after.
@@ -382,7 +379,7 @@ def trace_backward(root, gradient=None, *, params=None, keep="auto", show_saved=
         except GraphError as err:
             raise TraceError(str(err)) from None
         _refuse_hidden_backward(graph)
-        retained = _retained_intermediates(graph, roots, sys._getframe(1))
+        retained = _retained_intermediates(graph, roots)
         seeds = [torch.ones_like(r) if g is None else g.detach() for r, g in zip(roots, grads)]
         steps = _record(graph, roots, seeds, limit, retained)
     return BackwardTrace(graph, steps, [s.clone() for s in seeds], _named(params, graph))
@@ -420,55 +417,32 @@ def _refuse_hidden_backward(graph):
 _IS_TENSOR = {}  # type -> is it a tensor type (isinstance on torch.Tensor is slow)
 
 
-def _retained_intermediates(graph, roots, frame, max_frames=60, max_items=1000):
-    """Non-leaf tensors of this graph that ``retain_grad()``, found where a learner keeps them.
+def _retained_intermediates(graph, roots):
+    """Non-leaf tensors of this graph that ``retain_grad()``: the backward writes their ``.grad``.
 
-    PyTorch gives no way from a Node to the tensors it produced, so we look at the
-    variables of the calling frames and of ``__main__`` (the notebook), and one
-    level inside their lists, tuples, dicts and modules' attributes.
+    PyTorch gives no way from a Node to the tensors it produced, and a learner keeps
+    them anywhere (a dict a forward hook fills, an attribute of a model, a local of a
+    function that returned), so we ask Python's garbage collector, which tracks every
+    live tensor: ~20 ms in a session of 150,000 objects. (Types are looked at with
+    ``issubclass``: ``isinstance`` would ask some objects for their ``__class__``.)
     """
-    spaces, seen_spaces = [], set()
-    while frame is not None and len(spaces) < max_frames:
-        spaces.append(frame.f_locals)
-        frame = frame.f_back
-    main = sys.modules.get("__main__")
-    if main is not None:
-        spaces.append(vars(main))
-    found = {id(r): r for r in roots}
-    candidates = []
-
-    def consider(v):
-        is_tensor = _IS_TENSOR.get(type(v))
-        if is_tensor is None:
-            is_tensor = _IS_TENSOR[type(v)] = isinstance(v, torch.Tensor)
-        if is_tensor and v.grad_fn is not None and v.retains_grad and id(v) not in found:
-            found[id(v)] = v
-            candidates.append(v)
-
-    for space in spaces:
-        if id(space) in seen_spaces:
-            continue
-        seen_spaces.add(id(space))
-        for v in list(space.values()):
-            kind = type(v)
-            if kind in (list, tuple):
-                for x in v[:max_items]:
-                    consider(x)
-            elif kind is dict:
-                for x in list(v.values())[:max_items]:
-                    consider(x)
-            elif isinstance(v, torch.nn.Module):
-                for x in list(vars(v).values())[:max_items]:
-                    consider(x)
-            else:
-                consider(v)
+    found = {id(r) for r in roots}
     out = []
-    for t in candidates:
-        try:
-            graph.node_of(t.grad_fn)
-        except KeyError:
+    for v in gc.get_objects():
+        kind = type(v)
+        is_tensor = _IS_TENSOR.get(kind)
+        if is_tensor is None:
+            is_tensor = _IS_TENSOR[kind] = issubclass(kind, torch.Tensor)
+        if not is_tensor or id(v) in found:
             continue
-        out.append(t)
+        try:
+            if not v.retains_grad or v.grad_fn is None:
+                continue
+            graph.node_of(v.grad_fn)
+        except (KeyError, RuntimeError):
+            continue
+        found.add(id(v))
+        out.append(v)
     return out
 
 

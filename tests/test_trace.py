@@ -244,6 +244,30 @@ def test_retained_grad_of_root_is_restored_and_learners_hooks_run():
     assert mid.grad is None  # a retained intermediate is left as it was
 
 
+def test_retained_intermediates_are_left_as_they_were_wherever_they_are_kept():
+    from helpers.stepper import step_backward
+
+    class Box:
+        pass
+
+    def forward(w):  # keeps one in a local of a function that has returned
+        h = w * 2
+        h.retain_grad()
+        return h * h, lambda: h
+
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    out, peek = forward(w)
+    box, nested = Box(), {"acts": {"layer1": out * 3}}  # an attribute; two levels deep
+    box.h = out + 1
+    for t in (box.h, nested["acts"]["layer1"]):
+        t.retain_grad()
+    loss = (box.h + nested["acts"]["layer1"]).sum()
+    del out
+    for call in (trace_backward, step_backward):
+        call(loss)
+        assert [peek().grad, box.h.grad, nested["acts"]["layer1"].grad] == [None, None, None], call.__name__
+
+
 def test_retained_intermediate_grad_is_left_as_it_was_not_doubled():
     w = torch.tensor([1.0, 2.0], requires_grad=True)
     mid = w * 3
