@@ -326,10 +326,17 @@ def _backward_payload(trace, predict=False):
     by_id = {n.id: n for n in (*graph.nodes, *getattr(graph, "hidden", ()))}  # hidden: folded into a box
     outputs = [n for n in graph.nodes if n.kind == "output"]
     out_edges = [e for e in graph.edges if e.head in outputs and e.kind == "grad"]
-    incoming = {}  # node id -> number of edges its gradient arrives along
+    # A shared leaf's AccumulateGrad is drawn once, and a dashed "ref" box stands for it next to
+    # each distant use: gradient arrives at the refs, which run (and are done) with the Node.
+    refs = {}  # node id -> ids of the ref boxes that stand for it
+    for n in graph.nodes:
+        if n.kind == "ref":
+            refs.setdefault(n.ref.id, []).append(n.id)
+    incoming = {}  # node id -> number of edges its gradient arrives along (refs' included)
     for e in graph.edges:
         if e.kind == "grad" and e.head.kind in ("fn", "output"):
-            incoming[e.tail.id] = incoming.get(e.tail.id, 0) + 1
+            tail = e.tail.ref if e.tail.kind == "ref" else e.tail
+            incoming[tail.id] = incoming.get(tail.id, 0) + 1
 
     start = {
         "run": [n.id for n in outputs],
@@ -354,7 +361,7 @@ def _backward_payload(trace, predict=False):
         if incoming.get(s.node_id, 0) > 1:
             note = (f"The engine summed the gradients from its {incoming[s.node_id]} incoming edges "
                     "before running it. ")
-        step = {"run": [s.node_id], "flow": flow, "to": [t for t in s.target_ids if t is not None],
+        step = {"run": [s.node_id, *refs.get(s.node_id, ())], "flow": flow, "to": [t for t in s.target_ids if t is not None],
                 "title": _title(trace, s, by_id), "rows": received + sent}
         formula = _formula(s)
         if formula:
@@ -363,8 +370,15 @@ def _backward_payload(trace, predict=False):
             leaf = by_id[s.leaf_id].name or "leaf"
             grad = describe(s.leaf_grad)
             step.update(leaf=s.leaf_id, grad=grad, flow=[[s.leaf_edge_id, _short(s.leaf_grad)]])
-            step["rows"] = received + [[f"{leaf}.grad", grad]]
             note += f"AccumulateGrad adds what it received into {leaf}.grad."
+            before = getattr(by_id[s.leaf_id].obj, "grad", None)
+            if before is None:
+                step["rows"] = received + [[f"{leaf}.grad", grad]]
+            else:  # the trace starts every .grad from None, and puts the learner's back
+                step["rows"] = received + [[f"{leaf}.grad (this backward's)", grad], [
+                    f"{leaf}.grad before (yours, kept)", describe(before)]]
+                note += (" Yours already held a gradient: a real backward() adds this one to it; "
+                         "the stepper shows this backward's alone and leaves yours as it was.")
         elif predict:
             guesses = _guesses(s, len(received))
             if guesses:

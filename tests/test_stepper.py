@@ -412,3 +412,30 @@ def test_a_large_graph_keeps_no_static_copy_in_the_notebook(monkeypatch):
     html = stepper._repr_mimebundle_()[0]["text/html"]
     assert "ag-stepper-state" not in html and "<img" not in html and "run the cell to show it" in html
     assert "ag-stepper-state" in stepper.static_html()  # asked for, it is always there
+
+
+def test_shared_weights_ref_boxes_run_with_their_node_and_every_use_is_counted():
+    torch.manual_seed(0)
+    cell = torch.nn.RNNCell(3, 4)
+    h = torch.zeros(1, 4)
+    for _ in range(12):
+        h = cell(torch.randn(1, 3), h)
+    stepper = step_backward(h.sum(), dict(cell.named_parameters()))
+    refs = [n for n in stepper.diagram.graph.nodes if n.kind == "ref"]
+    assert refs  # the shared leaves are drawn once, with a dashed box next to each distant use
+    steps = stepper._payload["steps"]
+    for j, step in enumerate(steps):  # whatever receives gradient runs later (and stops waiting)
+        for t in step["to"]:
+            assert any(t in later["run"] for later in steps[j + 1:]), (j, t)
+    acc = next(s for s in steps if s.get("leaf") and "weight_hh" in s["title"])
+    assert "summed the gradients from its 12 incoming edges" in acc["note"]  # one per step of the RNN
+    assert {r.id for r in refs if r.ref.id == acc["run"][0]} == set(acc["run"][1:])
+
+
+def test_a_leaf_that_already_has_a_grad_is_shown_as_kept():
+    w = torch.tensor(2.0, requires_grad=True)
+    w.grad = torch.tensor(100.0)
+    step = next(s for s in step_backward(w * 3, {"w": w})._payload["steps"] if s.get("leaf"))
+    assert step["rows"][1:] == [["w.grad (this backward's)", "3"], ["w.grad before (yours, kept)", "100"]]
+    assert "a real backward() adds this one to it" in step["note"]
+    assert w.grad.item() == 100.0
