@@ -72,6 +72,14 @@ WRONG = {
          "        stack.extend(n for n, _ in node.next_functions)\n    loss.backward()\n"
          "    return order[0] if order else None", "returned None, but a Node does send"),
         ("def first_bad_node(loss):\n    return None", "did not run the backward pass"),
+        # right, but its hooks stay on the graph
+        ("def first_bad_node(loss):\n    order, seen, stack = [], set(), [loss.grad_fn]\n"
+         "    while stack:\n        node = stack.pop()\n        if node is None or node in seen:\n"
+         "            continue\n        seen.add(node)\n"
+         "        node.register_hook(lambda gi, go, node=node: order.append(type(node).__name__)\n"
+         "            if any(g is not None and not torch.isfinite(g).all() for g in gi) else None)\n"
+         "        stack.extend(n for n, _ in node.next_functions)\n    loss.backward()\n"
+         "    return order[0] if order else None", "hooks on the graph: remove them before it returns"),
         # the Node itself instead of its class name
         ("def first_bad_node(loss):\n    order, seen, stack = [], set(), [loss.grad_fn]\n"
          "    while stack:\n        node = stack.pop()\n        if node is None or node in seen:\n"

@@ -1,8 +1,10 @@
 """Checks for chapter 08's exercises (debugging autograd). Expected values are
 computed inside each function, from the graph or the engine itself."""
 import warnings
+from contextlib import contextmanager
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
 from .. import checks
 from ..exercises import exercise
@@ -21,6 +23,27 @@ def _call(fn, *args, what):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return checks.call(fn, *args, what=what)
+
+
+@contextmanager
+def _hooks_registered():
+    """The handles of every hook registered meanwhile (on a Node or a tensor): PyTorch makes
+    each one a ``RemovableHandle``, and has no other way to list a Node's hooks."""
+    made, original = [], RemovableHandle.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(self)
+    RemovableHandle.__init__ = init
+    try:
+        yield made
+    finally:
+        RemovableHandle.__init__ = original
+
+
+def _still_on(handle):
+    hooks = handle.hooks_dict_ref()
+    return hooks is not None and handle.id in hooks
 
 
 @exercise("08_ex1")
@@ -165,12 +188,17 @@ def ex4(first_bad_node):
     if any(n in names for n in ("trace_backward", "first_nonfinite", "step_backward", "helpers")):
         checks.fail("`first_bad_node` uses the course's helpers: find the Node with your own "
                     "Node hooks (register_hook on each Node).")
+    left = None  # (graph, hooks left on it, hooks registered) for the first graph with some left
     for label, build in _nan_graphs():
         _, loss = build()
         first = trace_backward(loss).first_nonfinite()
         expected = None if first is None else first.name
         x, loss = build()
-        got = _call(first_bad_node, loss, what=f"first_bad_node on {label}")
+        with _hooks_registered() as handles:
+            got = _call(first_bad_node, loss, what=f"first_bad_node on {label}")
+        on = sum(map(_still_on, handles))
+        if on and left is None:
+            left = (label, on, len(handles))
         if x.grad is None:
             checks.fail(f"`first_bad_node` did not run the backward pass on {label} "
                         f"(x.grad is still None).")
@@ -188,3 +216,7 @@ def ex4(first_bad_node):
             checks.fail(f"on {label}, {got!r} is not the first Node that sends a non-finite "
                         f"gradient: follow the engine's order, and look at what a Node sends "
                         f"(grad_inputs), not what it receives.")
+    if left:  # said after what it found on every graph: that matters first
+        label, n, total = left
+        checks.fail(f"on {label}, `first_bad_node` left {n} of its {total} hooks on the graph: "
+                    f"remove them before it returns.")
