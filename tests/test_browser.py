@@ -645,20 +645,27 @@ def test_a_collapsed_module_runs_waits_and_is_done_like_any_node(browser):
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
-    stepper = step_backward(model(torch.randn(2, 3)).sum(), modules=model, collapse=["0"])
+    stepper = step_backward(model(torch.randn(2, 3)).sum(), modules=model, collapse=["2"])
     with static_page(browser, static_html(stepper)) as (page, _, problems):
         widget = page.locator(".ag-stepper")
         box = widget.locator("svg.ag-base g.node.ag-module")  # a rounded box: Graphviz draws a path
         assert box.count() == 1 and box.locator(":scope > path").count() == 1
         module = box.get_attribute("id")
-        states = set()
+        where = "p => { const r = p.getBoundingClientRect(); return [r.x, r.y, r.width, r.height].map(Math.round); }"
+        at = box.locator(":scope > path").evaluate(where)
+        states, running = set(), []
         for k in range(1, int(widget.get_attribute("data-n-steps")) + 1):
             widget.locator(".ag-next").click()
             at_step(page, widget, k)
+            if module in widget.get_attribute("data-running").split():
+                running.append(k)
             for cls, prop in (("ag-run", "stroke-width"), ("ag-wait", "stroke-dasharray"), ("ag-done", "fill")):
                 shape = widget.locator(f".ag-layer g.node.{cls}[data-id='{module}'] > path")
                 if shape.count():
                     states.add((cls, shape.first.evaluate(f"p => getComputedStyle(p)['{prop}']")))
+                    assert shape.first.evaluate(where) == at, f"step {k}: {cls} is not drawn on the box"
+                    if cls == "ag-done":  # done once it has run for the last of its Nodes
+                        assert k > running[-1] and len(running) > 1, (k, running)
         assert states >= {("ag-run", "4px"), ("ag-wait", "5px, 3px"), ("ag-done", "rgb(215, 236, 208)")}, states
     assert not problems, problems
 

@@ -74,10 +74,12 @@ function button(cls, label, title) {
 // edges before nodes at the same step (a node's box then covers the edge's end).
 function historyItems(payload, isEdge) {
   const items = [];
+  const lastRun = new Map(); // a collapsed module runs once per Node inside it: done after the last
+  payload.steps.forEach((st, j) => { for (const id of st.run) lastRun.set(id, j); });
   payload.steps.forEach((st, j) => {
     if (payload.mode === "backward") {
       for (const [id] of st.flow) items.push({ s: j + 1, id, cls: "ag-carried" });
-      for (const id of st.run) items.push({ s: j + 1, id, cls: "ag-done" });
+      for (const id of st.run) if (lastRun.get(id) === j) items.push({ s: j + 1, id, cls: "ag-done" });
       if (st.leaf) items.push({ s: j, id: st.leaf, cls: "ag-filled", text: st.grad });
     } else {
       for (const id of st.reveal) items.push({ s: j, id, cls: "ag-shown" });
@@ -290,6 +292,7 @@ function render({ model, el }) {
   const now = layer("ag-now-layer");
   // Nodes that wait share the "now" layer (one layer fewer to composite), in a group of their own.
   const waitLayer = { svg: now.svg, g: svgEl("g", { class: "ag-waiting" }) };
+  if (now.g.hasAttribute("transform")) waitLayer.g.setAttribute("transform", now.g.getAttribute("transform"));
   now.g.before(waitLayer.g);
   now.g.setAttribute("class", "ag-current");
   // The labels on the edges may stick out of Graphviz's picture (to the right of
