@@ -358,7 +358,11 @@ def _backward_payload(trace, predict=False):
                 for g, t in zip(s.grad_inputs, s.target_ids) if t is not None]
         flow = [[e, _short(g)] for g, e in zip(s.grad_inputs, s.edge_ids) if e is not None]
         note = ""
-        if incoming.get(s.node_id, 0) > 1:
+        if len(s.grad_outputs) > 1:  # one gradient per output, each summed over its own edges
+            note = (f"It has {len(s.grad_outputs)} outputs: the engine gathered a gradient for each "
+                    f"(summed where an output feeds several Nodes; {incoming.get(s.node_id, 0)} incoming "
+                    "edges in all) before running it. ")
+        elif incoming.get(s.node_id, 0) > 1:
             note = (f"The engine summed the gradients from its {incoming[s.node_id]} incoming edges "
                     "before running it. ")
         step = {"run": [s.node_id, *refs.get(s.node_id, ())], "flow": flow, "to": [t for t in s.target_ids if t is not None],

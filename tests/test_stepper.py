@@ -439,3 +439,12 @@ def test_a_leaf_that_already_has_a_grad_is_shown_as_kept():
     assert step["rows"][1:] == [["w.grad (this backward's)", "3"], ["w.grad before (yours, kept)", "100"]]
     assert "a real backward() adds this one to it" in step["note"]
     assert w.grad.item() == 100.0
+
+
+def test_a_node_with_several_outputs_gathers_one_gradient_per_output():
+    w = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    p, q, r = (w * w).unbind()
+    steps = step_backward(p * q + r + q * 5, {"w": w})._payload["steps"]
+    unbind = next(s for s in steps if s["title"].startswith("UnbindBackward0"))
+    assert unbind["note"].startswith("It has 3 outputs: the engine gathered a gradient for each")
+    assert [row[0] for row in unbind["rows"][:3]] == [f"received (output {i})" for i in range(3)]
