@@ -114,7 +114,11 @@ def grad_norms(model, x):
         # A full-precision copy kept next to the compressed one.
         (COMPRESS.format(pack="return (t, t.to(dtype)) if t.is_floating_point() else (t, None)",
                          unpack="return packed[0]"),
-         "in a dtype other than torch.float16"),
+         "keeps a float32 tensor next to the torch.float16 one: is a full-precision copy kept too?"),
+        # only float32 is compressed: a float64 saved tensor stays float64
+        (COMPRESS.format(pack="return t.dtype, (t.to(dtype) if t.dtype == torch.float32 else t)",
+                         unpack="original, stored = packed\n        return stored.to(original)"),
+         "saved tensors as float64, not as torch."),
         # A pack hook that returns nothing.
         (COMPRESS.format(pack="t.to(dtype)", unpack="return packed"), "your pack returns None"),
     ],

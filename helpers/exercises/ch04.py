@@ -210,8 +210,8 @@ def _check_compressed(compress_saved, make_loss, params, dtype):
                     f"not {checks._a(hooks)}.")
     reference = torch.autograd.grad(make_loss(), params)     # no hooks: full precision
 
-    seen = {"float bytes": 0, "float bytes kept": 0, "float kept in another dtype": 0, "other": 0,
-            "other as is": 0}
+    seen = {"float bytes": 0, "float bytes kept": 0, "float kept in another dtype": 0, "float kept twice": 0,
+            "other": 0, "other as is": 0}
 
     def watch_pack(t):                       # calls your pack and looks at what it returns
         packed = checks.call(hooks.pack_hook, t, what=f"the pack hook of compress_saved({dtype})")
@@ -222,7 +222,11 @@ def _check_compressed(compress_saved, make_loss, params, dtype):
         if t.is_floating_point():
             seen["float bytes"] += t.numel() * torch.finfo(dtype).bits // 8
             seen["float bytes kept"] += sum(k.numel() * k.element_size() for k in kept)
-            seen["float kept in another dtype"] += sum(k.is_floating_point() and k.dtype != dtype for k in kept)
+            others = {str(k.dtype).replace("torch.", "") for k in kept if k.is_floating_point() and k.dtype != dtype}
+            if others:
+                seen["float kept in another dtype"] += 1
+                seen["other dtypes"] = seen.get("other dtypes", set()) | others
+                seen["float kept twice"] += any(k.dtype == dtype for k in kept)
         else:
             seen["other"] += 1
             seen["other as is"] += len(kept) == 1 and kept[0].dtype == t.dtype and torch.equal(kept[0], t)
@@ -239,10 +243,15 @@ def _check_compressed(compress_saved, make_loss, params, dtype):
     with saved_tensors_hooks(watch_pack, watch_unpack):
         loss = checks.call(make_loss, what=f"a forward under compress_saved({dtype})")
     if seen["other as is"] != seen["other"]:
-        checks.fail(f"your pack changed {seen['other'] - seen['other as is']} of the "
-                    f"{seen['other']} saved tensors that are not floating point: keep those as they are.")
+        checks.fail(f"your pack does not keep {seen['other'] - seen['other as is']} of the "
+                    f"{seen['other']} saved tensors that are not floating point as they are (unchanged, once).")
+    if seen["float kept twice"]:
+        checks.fail(f"your pack keeps a {' / '.join(sorted(seen['other dtypes']))} tensor next to the {dtype} "
+                    f"one: is a full-precision copy kept too?")
     if seen["float kept in another dtype"]:
-        checks.fail(f"your pack keeps floating-point tensors in a dtype other than {dtype}.")
+        n = seen["float kept in another dtype"]
+        checks.fail(f"your pack keeps {n} floating-point saved tensor{'s' if n > 1 else ''} "
+                    f"as {' / '.join(sorted(seen['other dtypes']))}, not as {dtype}.")
     if seen["float bytes kept"] != seen["float bytes"]:
         more = seen["float bytes kept"] > seen["float bytes"]
         checks.fail(f"your pack keeps {'more' if more else 'fewer'} bytes for the floating-point saved "
