@@ -685,7 +685,10 @@ def _feedback(where, error, name):
     line = cell_line(error)
     at = f" (at {line})" if line else ""
     message = _first_line(error)
-    return f"{where} raised {type(error).__name__}{': ' + message if message else ''}{at}."
+    hint = ""
+    if where.rstrip("`").endswith(".jvp") and "saved_tensors" in (line or ""):
+        hint = ": jvp sees only the tensors setup_context saved with ctx.save_for_forward"
+    return f"{where} raised {type(error).__name__}{': ' + message if message else ''}{at}{hint}."
 
 
 def _is_function_class(fn):

@@ -157,7 +157,7 @@ WRONG = {
         (softplus(jv=""), "forward mode"),
         (softplus(jv=jvp("x, = ctx.saved_tensors\nreturn torch.sigmoid(x)")), "the Jacobian torch.func.jacfwd builds"),
         (softplus(bw="x, = ctx.saved_tensors\nreturn grad_output * torch.sigmoid(x.detach())"), "second-order gradient"),
-        (softplus(sc="x, = inputs\nctx.save_for_backward(x)"), "jvp"),
+        (softplus(sc="x, = inputs\nctx.save_for_backward(x)"), "jvp sees only the tensors setup_context saved with"),
         (softplus(sc="ctx.save_for_backward(output)\nctx.save_for_forward(output)"), "Softplus"),
         (softplus(sc="x, = inputs\nctx.save_for_backward(x)\nctx.x = x", jv=jvp("return x_tangent * torch.sigmoid(ctx.x)")),
          "plain ctx attribute (`ctx.x`)"),
