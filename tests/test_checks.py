@@ -521,6 +521,18 @@ def test_run_passes_and_prints_one_line_per_check(toy_exercise, capsys):
     assert capsys.readouterr().out == "✅ count is right.\n"
 
 
+def test_a_check_repeated_on_another_case_says_so_once(capsys):
+    @exercises.exercise("99_twice")
+    def twice(count):
+        for _ in range(2):
+            checks.check_equal("count", count, 3)
+    try:
+        exercises.run("99_twice", {"count": 3})
+    finally:
+        exercises._VERIFIERS.pop("99_twice")
+    assert capsys.readouterr().out == "✅ count is right.\n"
+
+
 @pytest.mark.parametrize("namespace, says", [
     ({"fn": abs, "maybe": 1}, "`count` is not defined: run the exercise cell above first."),
     ({"count": None, "fn": abs, "maybe": 1}, "`count` is still None: not written yet"),
