@@ -689,6 +689,8 @@ def _feedback(where, error, name):
     hint = ""
     if where.rstrip("`").endswith(".jvp") and "saved_tensors" in (line or ""):
         hint = ": jvp sees only the tensors setup_context saved with ctx.save_for_forward"
+    elif "converted to an index" in message:  # what `tuple * tensor` says
+        hint = ": is a tuple multiplied there? (ctx.saved_tensors is a tuple: unpack it)"
     return f"{where} raised {type(error).__name__}{': ' + message if message else ''}{at}{hint}."
 
 

@@ -110,7 +110,7 @@ WRONG = {
         (recip("ctx.save_for_backward(output)", "y, = ctx.saved_tensors\nreturn -y * y"),
          "the gradient for `x`"),
         (recip("ctx.save_for_backward(output)", "y = ctx.saved_tensors\nreturn -grad_output * y * y"),
-         "Reciprocal.backward raised TypeError"),
+         "is a tuple multiplied there? (ctx.saved_tensors is a tuple: unpack it)"),
         (recip("ctx.save_for_backward(inputs[0])", "y, = ctx.saved_tensors\nreturn -grad_output * y * y"),
          "the gradient for `x`"),
         (recip("ctx.y = output", "return -grad_output * ctx.y * ctx.y"),
