@@ -593,16 +593,22 @@ def test_fit_shows_the_whole_graph_and_the_running_node_stays_in_view(browser):
             in_tiles = widget.evaluate("el => el.querySelectorAll('.ag-tiles g.node[id]').length")
             assert in_tiles == len(stepper.diagram.graph.nodes)
             assert widget.evaluate("el => el.querySelectorAll('svg.ag-base g.node, svg.ag-base g.edge').length") == 0
+            for _ in range(3):  # a running Node away from the middle of the picture
+                widget.locator(".ag-next").click()
+            at_step(page, widget, 3)
             widget.locator(".ag-zoom-fit").click()
             inside = """el => { const b = el.querySelector('.ag-box').getBoundingClientRect();
                 const s = el.querySelector('.ag-base').getBoundingClientRect();
                 return s.left >= b.left - 1 && s.right <= b.right + 1 && s.top >= b.top - 1 && s.bottom <= b.bottom + 1; }"""
             assert widget.evaluate(inside), "fit left part of the graph outside the box"
-            for _ in range(4):
-                widget.locator(".ag-zoom-in").click()  # well above "fit": most of the graph is out of view
             shown = """el => { const b = el.querySelector('.ag-box').getBoundingClientRect();
                 const r = el.querySelector('.ag-now-layer g.ag-run').getBoundingClientRect();
                 return r.left >= b.left && r.right <= b.right && r.top >= b.top && r.bottom <= b.bottom; }"""
+            for _ in range(4):
+                widget.locator(".ag-zoom-in").click()  # well above "fit": most of the graph is out of view
+            assert widget.evaluate(shown), "zooming in left the running node out of view"
+            widget.locator(".ag-first").click()
+            at_step(page, widget, 0)
             moved = set()
             for k in range(1, 30):
                 widget.locator(".ag-next").click()

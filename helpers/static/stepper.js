@@ -732,8 +732,16 @@ function render({ model, el }) {
     model.set("speed", Number(speed.value));
     model.save_changes();
   };
-  zoomIn.onclick = () => zoom(1.25);
-  zoomOut.onclick = () => zoom(1 / 1.25);
+  // The zoom buttons and keys zoom around the running Node when it is in view (it stays
+  // where it is), around the box's centre otherwise; ctrl + wheel zooms around the mouse.
+  function aroundRunning(factor) {
+    const g = byId.get(payload.steps[shown].run[0]);
+    const r = g?.getBoundingClientRect(), b = box.getBoundingClientRect();
+    const x = r && (r.left + r.right) / 2, y = r && (r.top + r.bottom) / 2;
+    zoom(factor, r && x >= b.left && x <= b.right && y >= b.top && y <= b.bottom ? { clientX: x, clientY: y } : null);
+  }
+  zoomIn.onclick = () => aroundRunning(1.25);
+  zoomOut.onclick = () => aroundRunning(1 / 1.25);
   zoomFit.onclick = fit;
   box.addEventListener("wheel", (e) => {
     if (!e.ctrlKey && !e.metaKey) return; // plain wheel scrolls
@@ -747,7 +755,7 @@ function render({ model, el }) {
     const act = {
       ArrowRight: () => go(shown + 1), ArrowLeft: () => go(shown - 1),
       Home: () => go(0), End: () => go(n), " ": () => play.click(),
-      "+": () => zoom(1.25), "=": () => zoom(1.25), "-": () => zoom(1 / 1.25), "0": fit,
+      "+": () => aroundRunning(1.25), "=": () => aroundRunning(1.25), "-": () => aroundRunning(1 / 1.25), "0": fit,
     }[e.key];
     if (!act || e.ctrlKey || e.metaKey || e.altKey) return;
     e.preventDefault();
