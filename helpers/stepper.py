@@ -365,7 +365,8 @@ def _backward_payload(trace, predict=False):
         elif incoming.get(s.node_id, 0) > 1:
             note = (f"The engine summed the gradients from its {incoming[s.node_id]} incoming edges "
                     "before running it. ")
-        step = {"run": [s.node_id, *refs.get(s.node_id, ())], "flow": flow, "to": [t for t in s.target_ids if t is not None],
+        step = {"run": [s.node_id, *refs.get(s.node_id, ())], "flow": flow,
+                "to": [t for t in s.target_ids if t is not None],
                 "title": _title(trace, s, by_id), "rows": received + sent}
         formula = _formula(s)
         if formula:
@@ -379,8 +380,8 @@ def _backward_payload(trace, predict=False):
             if before is None:
                 step["rows"] = received + [[f"{leaf}.grad", grad]]
             else:  # the trace starts every .grad from None, and puts the learner's back
-                step["rows"] = received + [[f"{leaf}.grad (this backward's)", grad], [
-                    f"{leaf}.grad before (yours, kept)", describe(before)]]
+                step["rows"] = received + [[f"{leaf}.grad (this backward's)", grad],
+                                           [f"{leaf}.grad before (yours, kept)", describe(before)]]
                 note += (" Yours already held a gradient: a real backward() adds this one to it; "
                          "the stepper shows this backward's alone and leaves yours as it was.")
         elif predict:

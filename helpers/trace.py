@@ -350,7 +350,8 @@ def trace_backward(root, gradient=None, *, params=None, keep="auto", show_saved=
     What it touches: the backward is real, so everything a backward runs, runs.
     The ``.grad`` of leaves, of ``root`` and of intermediates that ``retain_grad()``
     are set to None for it and the original objects are put back afterwards
-    (wherever the intermediates are kept); the graph is kept for another backward. Hooks *you* registered run as in any backward:
+    (wherever the intermediates are kept); the graph is kept for another
+    backward. Hooks *you* registered run as in any backward:
     ``tensor.register_hook`` functions are called, ``register_post_accumulate_grad_hook``
     functions too (one that steps an optimizer would step it). A leaf's recorded
     gradient is what its AccumulateGrad received, whatever such hooks do after.
@@ -414,7 +415,7 @@ def _refuse_hidden_backward(graph):
             )
 
 
-_IS_TENSOR = {}  # type -> is it a tensor type (isinstance on torch.Tensor is slow)
+_IS_TENSOR = {}  # type -> is it a tensor type (asked once per type)
 
 
 def _retained_intermediates(graph, roots):

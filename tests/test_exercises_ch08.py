@@ -7,6 +7,25 @@ ALL_OK = ('{"inp.weight": "ok", "inp.bias": "ok", "skip.weight": "no_grad", "ski
           '"norm.weight": "unused", "norm.bias": "unused", "scale": "data", "bias": "detached", '
           '"head.weight": "ok", "head.bias": "ok"}')
 
+
+def walker(record="type(node).__name__", bad="not torch.isfinite(g).all()", grads="gi", pick="order[0]",
+           keep=False):
+    """A learner's first_bad_node: a hook on every Node that records `record` when a gradient in
+    `grads` (gi: what it sends, go: what it receives) is `bad`; returns `pick`. Its hooks stay on
+    the graph (with keep=True their handles are kept, but never removed)."""
+    names, values = ("order, seen, stack, handles", "[], set(), [loss.grad_fn], []") if keep else \
+        ("order, seen, stack", "[], set(), [loss.grad_fn]")
+    register = "handles.append(node.register_hook" if keep else "node.register_hook"
+    return ("def first_bad_node(loss):\n"
+            f"    {names} = {values}\n"
+            "    while stack:\n        node = stack.pop()\n        if node is None or node in seen:\n"
+            "            continue\n        seen.add(node)\n"
+            f"        {register}(lambda gi, go, node=node: order.append({record})\n"
+            f"            if any(g is not None and {bad} for g in {grads}) else None{'))' if keep else ')'}\n"
+            "        stack.extend(n for n, _ in node.next_functions)\n    loss.backward()\n"
+            f"    return {pick} if order else None")
+
+
 WRONG = {
     "08_ex1": [
         ("causes = " + ALL_OK.replace('"scale": "data"', '"scale": "ok"'),
@@ -48,46 +67,16 @@ WRONG = {
     ],
     "08_ex4": [
         # looks at what a Node receives instead of what it sends
-        ("def first_bad_node(loss):\n    order, seen, stack, handles = [], set(), [loss.grad_fn], []\n"
-         "    while stack:\n        node = stack.pop()\n        if node is None or node in seen:\n"
-         "            continue\n        seen.add(node)\n"
-         "        handles.append(node.register_hook(lambda gi, go, node=node: order.append(type(node).__name__)\n"
-         "            if any(g is not None and not torch.isfinite(g).all() for g in go) else None))\n"
-         "        stack.extend(n for n, _ in node.next_functions)\n    loss.backward()\n"
-         "    return order[0] if order else None", "is not the first Node that sends"),
+        (walker(grads="go", keep=True), "is not the first Node that sends"),
         # the last bad Node, not the first
-        ("def first_bad_node(loss):\n    order, seen, stack = [], set(), [loss.grad_fn]\n"
-         "    while stack:\n        node = stack.pop()\n        if node is None or node in seen:\n"
-         "            continue\n        seen.add(node)\n"
-         "        node.register_hook(lambda gi, go, node=node: order.append(type(node).__name__)\n"
-         "            if any(g is not None and not torch.isfinite(g).all() for g in gi) else None)\n"
-         "        stack.extend(n for n, _ in node.next_functions)\n    loss.backward()\n"
-         "    return order[-1] if order else None", "is not the first Node that sends"),
+        (walker(pick="order[-1]"), "is not the first Node that sends"),
         # only NaN, not inf
-        ("def first_bad_node(loss):\n    order, seen, stack = [], set(), [loss.grad_fn]\n"
-         "    while stack:\n        node = stack.pop()\n        if node is None or node in seen:\n"
-         "            continue\n        seen.add(node)\n"
-         "        node.register_hook(lambda gi, go, node=node: order.append(type(node).__name__)\n"
-         "            if any(g is not None and torch.isnan(g).any() for g in gi) else None)\n"
-         "        stack.extend(n for n, _ in node.next_functions)\n    loss.backward()\n"
-         "    return order[0] if order else None", "returned None, but a Node does send"),
+        (walker(bad="torch.isnan(g).any()"), "returned None, but a Node does send"),
         ("def first_bad_node(loss):\n    return None", "did not run the backward pass"),
         # right, but its hooks stay on the graph
-        ("def first_bad_node(loss):\n    order, seen, stack = [], set(), [loss.grad_fn]\n"
-         "    while stack:\n        node = stack.pop()\n        if node is None or node in seen:\n"
-         "            continue\n        seen.add(node)\n"
-         "        node.register_hook(lambda gi, go, node=node: order.append(type(node).__name__)\n"
-         "            if any(g is not None and not torch.isfinite(g).all() for g in gi) else None)\n"
-         "        stack.extend(n for n, _ in node.next_functions)\n    loss.backward()\n"
-         "    return order[0] if order else None", "hooks on the graph: remove them before it returns"),
+        (walker(), "hooks on the graph: remove them before it returns"),
         # the Node itself instead of its class name
-        ("def first_bad_node(loss):\n    order, seen, stack = [], set(), [loss.grad_fn]\n"
-         "    while stack:\n        node = stack.pop()\n        if node is None or node in seen:\n"
-         "            continue\n        seen.add(node)\n"
-         "        node.register_hook(lambda gi, go, node=node: order.append(node)\n"
-         "            if any(g is not None and not torch.isfinite(g).all() for g in gi) else None)\n"
-         "        stack.extend(n for n, _ in node.next_functions)\n    loss.backward()\n"
-         "    return order[0] if order else None", "(a string), not the Node itself"),
+        (walker(record="node"), "(a string), not the Node itself"),
         ("def first_bad_node(loss):\n    from helpers import trace_backward\n"
          "    step = trace_backward(loss).first_nonfinite()\n    loss.backward()\n"
          "    return step and step.name", "uses the course's helpers"),

@@ -211,7 +211,7 @@ def _check_compressed(compress_saved, make_loss, params, dtype):
     reference = torch.autograd.grad(make_loss(), params)     # no hooks: full precision
 
     seen = {"float bytes": 0, "float bytes kept": 0, "float kept in another dtype": 0, "float kept twice": 0,
-            "other": 0, "other as is": 0}
+            "other dtypes": set(), "other": 0, "other as is": 0}
 
     def watch_pack(t):                       # calls your pack and looks at what it returns
         packed = checks.call(hooks.pack_hook, t, what=f"the pack hook of compress_saved({dtype})")
@@ -222,10 +222,11 @@ def _check_compressed(compress_saved, make_loss, params, dtype):
         if t.is_floating_point():
             seen["float bytes"] += t.numel() * torch.finfo(dtype).bits // 8
             seen["float bytes kept"] += sum(k.numel() * k.element_size() for k in kept)
-            others = {str(k.dtype).replace("torch.", "") for k in kept if k.is_floating_point() and k.dtype != dtype}
+            others = {str(k.dtype).replace("torch.", "") for k in kept
+                      if k.is_floating_point() and k.dtype != dtype}
             if others:
                 seen["float kept in another dtype"] += 1
-                seen["other dtypes"] = seen.get("other dtypes", set()) | others
+                seen["other dtypes"] |= others
                 seen["float kept twice"] += any(k.dtype == dtype for k in kept)
         else:
             seen["other"] += 1

@@ -291,8 +291,9 @@ function render({ model, el }) {
   }
   const now = layer("ag-now-layer");
   // Nodes that wait share the "now" layer (one layer fewer to composite), in a group of their own.
-  const waitLayer = { svg: now.svg, g: svgEl("g", { class: "ag-waiting" }) };
-  if (now.g.hasAttribute("transform")) waitLayer.g.setAttribute("transform", now.g.getAttribute("transform"));
+  // (An empty copy of the layer's group: the same transform from Graphviz's coordinates.)
+  const waitLayer = { svg: now.svg, g: now.g.cloneNode(false) };
+  waitLayer.g.setAttribute("class", "ag-waiting");
   now.g.before(waitLayer.g);
   now.g.setAttribute("class", "ag-current");
   // The labels on the edges may stick out of Graphviz's picture (to the right of
