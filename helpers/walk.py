@@ -540,7 +540,9 @@ def _cut_long_edges(g, span=None):
 #    input's preprocessing) belongs to none.
 # 4. A ``BackwardHookFunctionBackward`` (a module with a full backward hook wraps
 #    its inputs and outputs in one) belongs to the nearest module with such a
-#    hook above it ("input of ...") or below it ("output of ...").
+#    hook above it ("input of ...") or below it ("output of ..."). Inside
+#    ``record_modules`` the recorded numbers decide instead: the first number of a
+#    hooked call is its input hook, the one after its end its output hook.
 # 5. A Node created while a module's forward ran inside ``record_modules(model)``
 #    belongs to the innermost such module; this overrides rules 2 and 3 for it.
 #    Leaves keep rule 1 and hook Nodes rule 4 (they name the module whose input
@@ -550,7 +552,8 @@ def _cut_long_edges(g, span=None):
 #
 # Limits without a recording: a module without parameters (ReLU, Dropout,
 # pooling) gets no box of its own; its Nodes go to the enclosing module by rule
-# 3. An op at the very edge of a module that is not a parameter's (an activation
+# 3, and the hook Nodes of such a module, if hooked, name the nearest hooked
+# module with parameters. An op at the very edge of a module that is not a parameter's (an activation
 # applied inside a block after its last layer) goes to the enclosing module too.
 # Functional code that uses a module's parameter outside its forward is
 # attributed to that module. Rule 5 lifts the first two for the Nodes a
@@ -643,9 +646,10 @@ def _group_by_module(g, model):
         if n.kind == "fn" and n.group is None and not is_hook(n) and n in below and n in above:
             n.group = _lca(below[n], above[n])
 
+    hooks_made = _recorded_hooks(model, paths)
     for n in order:  # rule 4
         if is_hook(n):
-            _place_hook(n, children, parents, paths, is_hook)
+            _place_hook(n, children, parents, paths, is_hook, hooks_made)
 
     for e in g.edges:  # saved tensors sit with the Node that saved them
         if e.kind == "saved":
@@ -665,7 +669,8 @@ class _Recording:
 
     def __init__(self):
         self.depth = 0  # ``with record_modules(model)`` blocks open on this model
-        self.intervals = []  # (start, end, path): one per finished call; sequence numbers, end excluded
+        self.intervals = []  # (start, end, path, hooked): one per finished call; sequence numbers, end
+                             # excluded; hooked: the module had a full backward hook during the call
         self.calls = []  # calls under way, outermost first: (id(module), path, start)
         self.handles = []  # the hooks to remove on exit
 
@@ -742,13 +747,13 @@ def _call_starts(rec, where, module, args):
         caller = rec.calls[-1][1] if rec.calls else None
         under = [p for p in where if _parent(p) == caller]
         path = under[0] if len(under) == 1 else functools.reduce(_lca, where)  # else their common parent
-    rec.calls.append((id(module), path, torch.autograd._get_sequence_nr()))
+    rec.calls.append((id(module), path, torch.autograd._get_sequence_nr(), _has_backward_hook(module)))
 
 
 def _call_ends(rec, module, args, output):
     if rec.calls and rec.calls[-1][0] == id(module):
-        _, path, start = rec.calls.pop()
-        rec.intervals.append((start, torch.autograd._get_sequence_nr(), path))
+        _, path, start, hooked = rec.calls.pop()
+        rec.intervals.append((start, torch.autograd._get_sequence_nr(), path, hooked))
 
 
 def _recorded_groups(g, model, paths, is_hook):
@@ -804,8 +809,35 @@ def _hooked_module(path, paths):
     return None
 
 
-def _place_hook(n, children, parents, paths, is_hook):
+def _recorded_hooks(model, paths):
+    """Rule 4 from a recording: sequence number -> (module path, "input" or "output").
+
+    ``Module.__call__`` makes a hooked module's input hook Node right after the forward
+    pre-hooks (the first number of the call, unless the module's own pre-hooks make Nodes:
+    then the graph search decides) and its output hook Node right after the forward hooks
+    (the number just past the recorded call). Calls that share a number made no hook Node
+    of their own there: at a shared end the inner calls made no output hook (the outer
+    call would end one number later), so the outermost call's is the one; at a shared
+    start the outer calls made no input hook, so the innermost call's is. Where a call ends
+    and the next starts at one number, the next call's input hook has it (an output hook
+    would have taken it first). Whether a module was hooked is as it was during its call."""
+    rec = _recordings.get(model)
+    ends, starts = {}, {}
+    for start, end, path, hooked in rec.intervals if rec is not None else ():  # inner calls end first
+        if hooked and path in paths:
+            ends[end] = path  # the last to end: the outermost
+            starts.setdefault(start, path)  # the first to end: the innermost
+    made = {end: (path, "output") for end, path in ends.items()}
+    made.update((start, (path, "input")) for start, path in starts.items())
+    return made
+
+
+def _place_hook(n, children, parents, paths, is_hook, recorded=None):
     """Rule 4: the module whose input (above) or output (below) this hook Node wraps."""
+    if recorded and _seq(n.obj) in recorded:
+        path, side = recorded[_seq(n.obj)]
+        n.group, n.note = path, f"{side} of {_module_label(path, paths)}"
+        return
     def search(links):
         frontier, seen, dist = list(links.get(n, [])), set(), 1
         while frontier:

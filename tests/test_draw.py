@@ -658,6 +658,83 @@ def test_hook_nodes_say_which_module_they_wrap(engine):
     assert node_text(d.svg, hook.id) == "BackwardHookFunctionBackward input of 3 (Linear)"
 
 
+def test_a_recording_names_hook_nodes_of_the_whole_model_and_of_a_module_without_parameters():
+    # Module.__call__ makes the output hook Node after the forward hooks, outside the recorded
+    # call: the recording's numbers place it all the same (the graph alone would name the
+    # Linear next to the ReLU, or the model's last child).
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    for m in (model, model[1]):
+        m.register_full_backward_hook(lambda module, grad_input, grad_output: None)
+    with helpers.record_modules(model):
+        out = model(torch.randn(5, 3, requires_grad=True))
+    d = draw(out.sum(), modules=model)
+    hooks = sorted((n.obj._sequence_nr(), n.group, n.note) for n in d.graph.nodes
+                   if n.name == "BackwardHookFunctionBackward")
+    assert [(g, note) for _, g, note in hooks] == [
+        ("", "input of the model (Sequential)"), ("1", "input of 1 (ReLU)"),
+        ("1", "output of 1 (ReLU)"), ("", "output of the model (Sequential)")]
+
+
+class _Inner(torch.nn.Module):  # a hooked module whose output is a dict gets no output hook
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3)
+
+    def forward(self, x):
+        return {"y": self.lin(x)}
+
+
+class _Outer(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = _Inner()
+
+    def forward(self, x):
+        return self.inner(x)["y"]
+
+
+class _Query(torch.nn.Module):  # passes its own parameter to a hooked Linear
+    def __init__(self):
+        super().__init__()
+        self.query = torch.nn.Parameter(torch.randn(5, 3))
+        self.lin = torch.nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.lin(self.query) + x
+
+
+def _late_hook():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.ReLU())
+    return model, [model], [model[1]], True  # model[1] hooked only after the forward
+
+
+@pytest.mark.parametrize("case, want", [
+    # A hook added after the recorded forward made no Node in it.
+    (_late_hook, ["input of the model (Sequential)", "output of the model (Sequential)"]),
+    # Calls that end at one number: only the outer one made an output hook there.
+    (lambda: (m := _Outer(), [m, m.inner], [], True),
+     ["input of inner (_Inner)", "input of the model (_Outer)", "output of the model (_Outer)"]),
+    # Calls that start at one number (the input needs no grad): only the inner one made an input hook.
+    (lambda: (m := torch.nn.Sequential(_Query()), [m, m[0], m[0].lin], [], False),
+     ["input of 0.lin (Linear)", "output of 0 (_Query)", "output of 0.lin (Linear)",
+      "output of the model (Sequential)"]),
+], ids=["hook-added-later", "shared-end", "shared-start"])
+@pytest.mark.filterwarnings("ignore:For backward hooks to be called")
+def test_a_recording_gives_a_shared_number_to_the_call_that_made_the_hook_node(case, want):
+    torch.manual_seed(0)
+    model, hooked, later, input_needs_grad = case()
+    hook = lambda module, grad_input, grad_output: None
+    for m in hooked:
+        m.register_full_backward_hook(hook)
+    with helpers.record_modules(model):
+        out = model(torch.randn(5, 3, requires_grad=input_needs_grad))
+    for m in later:
+        m.register_full_backward_hook(hook)
+    d = draw(out.sum(), modules=model)
+    assert sorted(n.note for n in d.graph.nodes if n.name == "BackwardHookFunctionBackward") == want
+
+
 def test_collapse_folds_a_module_into_one_box_and_keeps_the_lookups():
     model, loss = model_and_loss()
     full = draw(loss, modules=model)

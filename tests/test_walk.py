@@ -257,8 +257,8 @@ def test_hooks_are_removed_on_exit_and_after_an_error_in_the_forward():
     rec = W._recordings[model]
     assert rec.depth == 0 and not rec.calls and not rec.handles
     # always_call closed every call the error went through, the failing one's included.
-    assert sorted(path for _, _, path in rec.intervals) == ["", "0", "1", "1.0", "1.1"]
-    assert all(start <= end for start, end, _ in rec.intervals)
+    assert sorted(path for _, _, path, _ in rec.intervals) == ["", "0", "1", "1.0", "1.1"]
+    assert all(start <= end for start, end, _, _ in rec.intervals)
     with pytest.raises(GraphError, match="record_modules needs the model"):
         with record_modules({"not": "a model"}):
             pass
