@@ -279,7 +279,9 @@ def at_step(page, widget, k):
 
 # What a step shows is drawn on layers over the unchanged Graphviz picture: the running
 # Node is a copy ("ghost") on the "now" layer that carries the original's id as data-id.
-RUNNING = ".ag-now-layer g.node.ag-run"
+# The next step's picture is drawn ahead there too, hidden (transparent) by .ag-hidden.
+SHOWN = ":not(.ag-hidden, .ag-hidden *)"
+RUNNING = f".ag-now-layer g.node.ag-run{SHOWN}"
 
 
 # --- in JupyterLab ------------------------------------------------------------------
@@ -381,7 +383,7 @@ def test_predict_mode_accepts_a_right_guess_and_rejects_a_wrong_one(notebook):
         guesses = widget.locator("input.ag-guess")
         assert guesses.count() == 2
         assert widget.locator(".ag-formula").count() == 0  # hidden until the learner answers
-        assert "?" in widget.locator(".ag-label").all_text_contents()  # and so are the values on the edges
+        assert "?" in widget.locator(f".ag-label{SHOWN}").all_text_contents()  # and so are the values on the edges
         guesses.nth(0).fill("1")
         guesses.nth(1).fill("-1")
         frames.clear()
@@ -451,7 +453,7 @@ CONTRAST = """(root) => {
   }
   for (const t of root.querySelectorAll("svg text")) {  // the graph: text on its box, or on the white card
     const style = getComputedStyle(t);
-    if (!t.textContent.trim() || style.visibility === "hidden" || !visible(t)) continue;
+    if (!t.textContent.trim() || style.visibility === "hidden" || !visible(t) || t.closest(".ag-hidden")) continue;
     const box = t.closest("g.node")?.querySelector(":scope > polygon, :scope > path");
     let bg = [255, 255, 255, 1];
     if (box && getComputedStyle(box).fill !== "none") bg = over(rgba(getComputedStyle(box).fill), bg);
@@ -602,7 +604,7 @@ def test_fit_shows_the_whole_graph_and_the_running_node_stays_in_view(browser):
                 return s.left >= b.left - 1 && s.right <= b.right + 1 && s.top >= b.top - 1 && s.bottom <= b.bottom + 1; }"""
             assert widget.evaluate(inside), "fit left part of the graph outside the box"
             shown = """el => { const b = el.querySelector('.ag-box').getBoundingClientRect();
-                const r = el.querySelector('.ag-now-layer g.ag-run').getBoundingClientRect();
+                const r = el.querySelector('.ag-now-layer g.ag-run:not(.ag-hidden *)').getBoundingClientRect();
                 return r.left >= b.left && r.right <= b.right && r.top >= b.top && r.bottom <= b.bottom; }"""
             for _ in range(4):
                 widget.locator(".ag-zoom-in").click()  # well above "fit": most of the graph is out of view
@@ -620,9 +622,10 @@ def test_fit_shows_the_whole_graph_and_the_running_node_stays_in_view(browser):
     assert not problems, problems
 
 
-# What one step shows as done, carried or filled: (id, state) over all the layers.
-SHOWN_DONE = """el => [...new Set([...el.querySelectorAll('.ag-layer [data-id]')].flatMap((g) =>
-  ['ag-done', 'ag-carried', 'ag-filled'].filter((c) => g.classList.contains(c)).map((c) => g.dataset.id + ' ' + c)))].sort()"""
+# What one step shows: (id, state) over all the layers, for every state.
+SHOWN_DONE = """el => [...new Set([...el.querySelectorAll('.ag-layer [data-id]:not(.ag-hidden, .ag-hidden *)')].flatMap((g) =>
+  ['ag-done', 'ag-carried', 'ag-filled', 'ag-wait', 'ag-run', 'ag-flow'].filter((c) => g.classList.contains(c))
+    .map((c) => g.dataset.id + ' ' + c)))].sort()"""
 
 
 def test_one_step_is_whole_in_its_first_frame(browser):
@@ -642,6 +645,38 @@ def test_one_step_is_whole_in_its_first_frame(browser):
             at_step(page, widget, k)
             assert first == widget.evaluate(SHOWN_DONE), f"step {k}"
         assert any(s.endswith("ag-filled") for s in first)
+    assert not problems, problems
+
+
+def test_next_only_changes_colours_in_its_frame(browser):
+    """The next step's picture is drawn ahead, hidden: Next adds, removes and moves nothing in the
+    picture (which makes Chromium re-layer the whole page), it only shows it and hides the one
+    before. Any other move draws its picture at once."""
+    from helpers.stepper import step_backward
+
+    stepper = step_backward(wide_model(3))
+    with static_page(browser, static_html(stepper)) as (page, _, problems):
+        widget = page.locator(".ag-stepper")
+        at_step(page, widget, 0)
+        n = int(widget.get_attribute("data-n-steps"))
+        waited = False
+        for k in range(1, n + 1):
+            ahead = widget.evaluate("el => el.querySelector('.ag-now-layer > g.ag-hidden g.node.ag-run')?.dataset.id")
+            changes = widget.evaluate("""el => {
+                const seen = new MutationObserver(() => {});
+                seen.observe(el.querySelector('.ag-stack'), {subtree: true, childList: true, attributes: true});
+                el.querySelector('.ag-next').click();
+                const changes = seen.takeRecords().map((r) => r.type === 'childList' ? 'added or removed'
+                    : r.attributeName === 'class' ? 'class' : 'attribute ' + r.attributeName);
+                seen.disconnect();
+                return [...new Set(changes)]; }""")
+            assert changes == ["class"], f"step {k}: {changes}"
+            assert ahead == widget.locator(RUNNING).get_attribute("data-id"), f"step {k}"
+            waited = waited or widget.locator(f".ag-layer g.node.ag-wait{SHOWN}").count() > 0
+            at_step(page, widget, k)
+        assert waited  # (the graph has Nodes that wait)
+        widget.locator(".ag-prev").click()  # any other move: drawn at once
+        assert widget.locator(RUNNING).get_attribute("data-id") == widget.get_attribute("data-running")
     assert not problems, problems
 
 
@@ -666,7 +701,7 @@ def test_a_collapsed_module_runs_waits_and_is_done_like_any_node(browser):
             if module in widget.get_attribute("data-running").split():
                 running.append(k)
             for cls, prop in (("ag-run", "stroke-width"), ("ag-wait", "stroke-dasharray"), ("ag-done", "fill")):
-                shape = widget.locator(f".ag-layer g.node.{cls}[data-id='{module}'] > path")
+                shape = widget.locator(f".ag-layer g.node.{cls}[data-id='{module}']{SHOWN} > path")
                 if shape.count():
                     states.add((cls, shape.first.evaluate(f"p => getComputedStyle(p)['{prop}']")))
                     assert shape.first.evaluate(where) == at, f"step {k}: {cls} is not drawn on the box"
@@ -688,7 +723,7 @@ def test_highlighted_edges_point_the_way_the_gradient_flows_and_labels_wrap(brow
         widget = page.locator(".ag-stepper")
         for _ in range(3):
             widget.locator(".ag-next").click()
-        flows = widget.locator(".ag-now-layer g.edge.ag-flow")
+        flows = widget.locator(f".ag-now-layer g.edge.ag-flow{SHOWN}")
         assert flows.count() >= 1
         for i in range(flows.count()):
             path, head = flows.nth(i).locator("path"), flows.nth(i).locator("polygon")

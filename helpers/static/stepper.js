@@ -20,7 +20,9 @@
 //     newest one and costs about the same at step 5 and at step 5,000.
 //   - the "now" layer: Nodes that hold gradient and wait (outlines), the
 //     running Node, the edges its gradient travels along (arrowheads pointing
-//     the way the gradient flows) and their labels.
+//     the way the gradient flows) and their labels. The next step's picture is
+//     drawn there ahead of time, transparent, so that Next only changes colours
+//     (see drawAhead).
 //
 // Payload: {mode: "backward" | "forward", steps: [step, ...], all?, empty?, predict?}
 // where step = {run: [node ids], flow: [[edge id, gradient text]], to?: [ids
@@ -505,19 +507,10 @@ function render({ model, el }) {
   // --- showing a step ---------------------------------------------------------
   let shown = -1;
 
-  function show(k, panelNow = false) {
-    k = Math.max(0, Math.min(n, k | 0));
-    const dir = k < shown ? -1 : 1; // stepping back or forward
+  // What the "now" layer shows at step k: the history items it adds (`fresh`), the edges
+  // that carry a gradient, the running Node and the gradients' labels.
+  function picture(k, fresh, secret) {
     const step = payload.steps[k];
-    const secret = hidden(k);
-    for (const [id] of step.flow) middleOf(id); // measure before changing anything
-    // One step forward: what it adds to the history goes on the "now" layer, and the history
-    // layers catch up a frame later, with the panel (see schedulePanel). Any other move:
-    // they catch up now.
-    const fresh = historyAt === k - 1 && !panelNow ? freshAt.get(k) || [] : [];
-    if (!fresh.length) showHistory(k);
-    if (backward) showWaits(k);
-
     const ghosts = fresh.map((it) => ghost(it.id, it.cls, it.text));
     for (const [id] of step.flow) ghosts.push(ghost(id, "ag-flow"));
     for (const id of step.run) {
@@ -538,7 +531,62 @@ function render({ model, el }) {
       label.textContent = text;
       ghosts.push(label);
     }
-    now.g.replaceChildren(...ghosts.filter(Boolean));
+    return ghosts.filter(Boolean);
+  }
+
+  // The next step's picture, drawn ahead in the frame after a step, hidden (transparent).
+  // Next then only makes it visible and hides the step before: a change of colours, which
+  // the browser repaints without laying out or re-layering the page (any new or moved SVG
+  // shape makes Chromium re-layer all of it: ~2 ms more on a 1,000-node graph, often a
+  // frame late). What comes or goes otherwise is added or removed a frame later.
+  let ahead = null; // {k, g, secret}: step k's picture, hidden
+  let gone = []; // hidden groups and wait outlines, removed in the next frame
+  function drawAhead(k) {
+    dropAhead();
+    if (k > n || historyAt !== k - 1) return;
+    const g = now.g.cloneNode(false);
+    g.classList.add("ag-hidden");
+    g.append(...picture(k, freshAt.get(k) || [], hidden(k)));
+    for (const [id, f] of waits) if (f === k && !waiting.has(id)) g.append(outline(id, "ag-wait") || svgEl("g"));
+    now.svg.append(g);
+    ahead = { k, g, secret: hidden(k) };
+  }
+  function dropAhead() {
+    ahead?.g.remove();
+    ahead = null;
+  }
+  function clearGone() {
+    for (const g of gone) g.remove();
+    gone = [];
+  }
+
+  function show(k, panelNow = false) {
+    k = Math.max(0, Math.min(n, k | 0));
+    const dir = k < shown ? -1 : 1; // stepping back or forward
+    const step = payload.steps[k];
+    const secret = hidden(k);
+    for (const [id] of step.flow) middleOf(id); // measure before changing anything
+    if (ahead && ahead.k === k && historyAt === k - 1 && ahead.secret === secret && !panelNow) {
+      now.g.classList.add("ag-hidden");
+      gone.push(now.g);
+      ahead.g.classList.remove("ag-hidden");
+      now.g = ahead.g;
+      ahead = null;
+      for (const [id, , u] of waits) {
+        const g = u === k && waiting.get(id);
+        if (g) { g.classList.add("ag-hidden"); waiting.delete(id); gone.push(g); }
+      }
+    } else {
+      dropAhead();
+      clearGone();
+      // One step forward: what it adds to the history goes on the "now" layer, and the history
+      // layers catch up a frame later, with the panel (see schedulePanel). Any other move:
+      // they catch up now.
+      const fresh = historyAt === k - 1 && !panelNow ? freshAt.get(k) || [] : [];
+      if (!fresh.length) showHistory(k);
+      if (backward) showWaits(k);
+      now.g.replaceChildren(...picture(k, fresh, secret));
+    }
 
     shown = k;
     root.dataset.step = String(k);
@@ -576,11 +624,14 @@ function render({ model, el }) {
   }
   function writePanel(step, k) {
     cancelPanel();
+    clearGone();
     if (historyAt !== k) showHistory(k);
+    if (backward) showWaits(k); // (the waits Next showed are in the picture, until the next step)
     showPanel(step, k);
     panel.dataset.step = String(k);
     slider.value = String(k);
     counter.textContent = `step ${k} of ${n}`;
+    drawAhead(k + 1);
   }
 
   function showPanel(step, k) {
