@@ -19,6 +19,7 @@ are skipped, except when CI=true, where a missing browser is a failure.
 import functools
 import http.server
 import json
+import math
 import os
 import secrets
 import shutil
@@ -384,6 +385,8 @@ def test_predict_mode_accepts_a_right_guess_and_rejects_a_wrong_one(notebook):
         assert guesses.count() == 2
         assert widget.locator(".ag-formula").count() == 0  # hidden until the learner answers
         assert "?" in widget.locator(f".ag-label{SHOWN}").all_text_contents()  # and so are the values on the edges
+        # Nothing of a later step is drawn ahead (find-in-page would see its values).
+        assert widget.locator(".ag-label").all_text_contents() == widget.locator(f".ag-label{SHOWN}").all_text_contents()
         guesses.nth(0).fill("1")
         guesses.nth(1).fill("-1")
         frames.clear()
@@ -674,6 +677,8 @@ def test_next_only_changes_colours_in_its_frame(browser):
             assert ahead == widget.locator(RUNNING).get_attribute("data-id"), f"step {k}"
             waited = waited or widget.locator(f".ag-layer g.node.ag-wait{SHOWN}").count() > 0
             at_step(page, widget, k)
+            outlines = widget.locator(f".ag-layer g.node.ag-wait{SHOWN}").evaluate_all("gs => gs.map((g) => g.dataset.id)")
+            assert len(outlines) == len(set(outlines)), f"step {k}: a Node that waits is outlined twice"
         assert waited  # (the graph has Nodes that wait)
         widget.locator(".ag-prev").click()  # any other move: drawn at once
         assert widget.locator(RUNNING).get_attribute("data-id") == widget.get_attribute("data-running")
@@ -726,10 +731,15 @@ def test_highlighted_edges_point_the_way_the_gradient_flows_and_labels_wrap(brow
         flows = widget.locator(f".ag-now-layer g.edge.ag-flow{SHOWN}")
         assert flows.count() >= 1
         for i in range(flows.count()):
-            path, head = flows.nth(i).locator("path"), flows.nth(i).locator("polygon")
-            marker = path.get_attribute("marker-start")  # an arrowhead at the input end
-            assert marker and page.locator(marker[4:-1]).get_attribute("orient") == "auto-start-reverse"
+            path, head = flows.nth(i).locator("path"), flows.nth(i).locator("polygon:not(.ag-arrow)")
+            # An arrowhead at the input end (where the path starts), pointing out of the edge.
+            tip, start, inside = flows.nth(i).evaluate("""g => {
+                const tip = g.querySelector('polygon.ag-arrow').points.getItem(0), path = g.querySelector('path');
+                return [[tip.x, tip.y], ...[0, 10].map((l) => path.getPointAtLength(l)).map((p) => [p.x, p.y])]; }""")
+            assert math.dist(tip, start) < 2 and math.dist(tip, inside) > math.dist(start, inside)
             assert head.evaluate("p => getComputedStyle(p).fill") == "rgb(255, 255, 255)"  # forward one hidden
+            arrow = flows.nth(i).locator("polygon.ag-arrow").evaluate("p => getComputedStyle(p).fill")
+            assert arrow == widget.evaluate("el => getComputedStyle(el.querySelector('.ag-key-flow')).borderTopColor")
         widget.locator(".ag-last").click()
         at_step(page, widget, int(widget.get_attribute("data-n-steps")))
         label = widget.locator(".ag-row-label", has_text="weight.grad")

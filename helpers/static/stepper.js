@@ -281,7 +281,6 @@ function render({ model, el }) {
   }
 
   // --- layers on top --------------------------------------------------------------
-  const uid = `${svg.id || "ag"}-${Math.random().toString(36).slice(2, 8)}`;
   function layer(cls, before = null) {
     const s = svgEl("svg", { class: `ag-layer ${cls}`, "aria-hidden": "true" });
     for (const a of ["width", "height", "viewBox"]) if (svg.hasAttribute(a)) s.setAttribute(a, svg.getAttribute(a));
@@ -303,18 +302,22 @@ function render({ model, el }) {
   // overflow: visible, which makes the browser re-check every layer's bounds at
   // every step.)
   const MARGIN = 48; // in the SVG's units: 64 px at 100 %, the side padding of .ag-svg
-  // Arrowheads that point the way gradient flows: at the tail end of an edge (the
-  // input side), where Graphviz's path starts. The forward arrowhead is hidden.
-  const defs = svgEl("defs");
-  for (const kind of ["flow", "carried"]) {
-    const m = svgEl("marker", {
-      id: `${uid}-${kind}`, class: `ag-marker-${kind}`, viewBox: "0 0 10 10", refX: "9", refY: "5",
-      markerWidth: "11", markerHeight: "8", markerUnits: "userSpaceOnUse", orient: "auto-start-reverse",
-    });
-    m.append(svgEl("path", { d: "M0,0 L10,5 L0,10 z" }));
-    defs.append(m);
+  // Arrowheads that point the way gradient flows: at the tail end of an edge (the input
+  // side, where Graphviz's path starts), 8 units long and wide, its tip just past the end.
+  // A shape in the edge's copy (not an SVG marker), so that it shows and hides with it.
+  // The forward arrowhead is hidden. Measured once per edge: the base never moves.
+  const arrows = new Map();
+  function arrowAt(id) {
+    if (!arrows.has(id)) {
+      const path = byId.get(id)?.querySelector("path");
+      const a = path?.getPointAtLength(0), b = path?.getPointAtLength(Math.min(2, path.getTotalLength()));
+      const len = a ? Math.hypot(a.x - b.x, a.y - b.y) : 0;
+      const [ux, uy] = len ? [(a.x - b.x) / len, (a.y - b.y) / len] : [0, 0]; // out of the edge's end
+      const at = (along, across) => `${(a.x + along * ux - across * uy).toFixed(2)},${(a.y + along * uy + across * ux).toFixed(2)}`;
+      arrows.set(id, len ? `${at(0.8, 0)} ${at(-7.2, 4)} ${at(-7.2, -4)}` : null);
+    }
+    return arrows.get(id);
   }
-  now.svg.prepend(defs);
 
   // A ghost: a copy of a base node or edge, styled by its state class.
   function ghost(id, cls, text) {
@@ -325,10 +328,9 @@ function render({ model, el }) {
     g.dataset.id = id;
     g.querySelector("title")?.remove();
     if (cls) g.classList.add(cls);
-    if (backward && g.classList.contains("edge")) {
-      const kind = cls === "ag-flow" ? "flow" : cls === "ag-carried" ? "carried" : null;
-      const path = g.querySelector("path");
-      if (kind && path) path.setAttribute("marker-start", `url(#${uid}-${kind})`);
+    if (backward && g.classList.contains("edge") && (cls === "ag-flow" || cls === "ag-carried")) {
+      const points = arrowAt(id);
+      if (points) g.append(svgEl("polygon", { class: "ag-arrow", points }));
     }
     if (text !== undefined) {
       const i = gradLine(g);
@@ -539,17 +541,22 @@ function render({ model, el }) {
   // the browser repaints without laying out or re-layering the page (any new or moved SVG
   // shape makes Chromium re-layer all of it: ~2 ms more on a 1,000-node graph, often a
   // frame late). What comes or goes otherwise is added or removed a frame later.
-  let ahead = null; // {k, g, secret}: step k's picture, hidden
+  // (Not in predict mode: the next answer would be in the page, where find-in-page sees it.)
+  let ahead = null; // {k, g, secret, waits}: step k's picture, hidden; its new wait outlines by id
   let gone = []; // hidden groups and wait outlines, removed in the next frame
   function drawAhead(k) {
     dropAhead();
-    if (k > n || historyAt !== k - 1) return;
+    if (predict || k > n || historyAt !== k - 1) return;
     const g = now.g.cloneNode(false);
     g.classList.add("ag-hidden");
     g.append(...picture(k, freshAt.get(k) || [], hidden(k)));
-    for (const [id, f] of waits) if (f === k && !waiting.has(id)) g.append(outline(id, "ag-wait") || svgEl("g"));
+    const starting = new Map();
+    for (const [id, f] of waits) {
+      const o = f === k && !waiting.has(id) && outline(id, "ag-wait");
+      if (o) { g.prepend(o); starting.set(id, o); } // (under the step's other shapes, as on the waits layer)
+    }
     now.svg.append(g);
-    ahead = { k, g, secret: hidden(k) };
+    ahead = { k, g, secret: hidden(k), waits: starting };
   }
   function dropAhead() {
     ahead?.g.remove();
@@ -558,6 +565,10 @@ function render({ model, el }) {
   function clearGone() {
     for (const g of gone) g.remove();
     gone = [];
+  }
+  // The wait outlines Next showed in the step's picture go to the waits layer a frame later.
+  function settleWaits() {
+    for (const g of waiting.values()) if (g.parentNode !== waitLayer.g) waitLayer.g.append(g);
   }
 
   function show(k, panelNow = false) {
@@ -571,14 +582,16 @@ function render({ model, el }) {
       gone.push(now.g);
       ahead.g.classList.remove("ag-hidden");
       now.g = ahead.g;
-      ahead = null;
       for (const [id, , u] of waits) {
         const g = u === k && waiting.get(id);
         if (g) { g.classList.add("ag-hidden"); waiting.delete(id); gone.push(g); }
       }
+      for (const [id, g] of ahead.waits) waiting.set(id, g);
+      ahead = null;
     } else {
       dropAhead();
       clearGone();
+      settleWaits();
       // One step forward: what it adds to the history goes on the "now" layer, and the history
       // layers catch up a frame later, with the panel (see schedulePanel). Any other move:
       // they catch up now.
@@ -625,8 +638,9 @@ function render({ model, el }) {
   function writePanel(step, k) {
     cancelPanel();
     clearGone();
+    settleWaits();
     if (historyAt !== k) showHistory(k);
-    if (backward) showWaits(k); // (the waits Next showed are in the picture, until the next step)
+    if (backward) showWaits(k);
     showPanel(step, k);
     panel.dataset.step = String(k);
     slider.value = String(k);
