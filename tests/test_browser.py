@@ -18,6 +18,7 @@ are skipped, except when CI=true, where a missing browser is a failure.
 """
 import functools
 import http.server
+import io
 import json
 import math
 import os
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from PIL import Image
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -606,6 +608,10 @@ def test_fit_shows_the_whole_graph_and_the_running_node_stays_in_view(browser):
                 const s = el.querySelector('.ag-base').getBoundingClientRect();
                 return s.left >= b.left - 1 && s.right <= b.right + 1 && s.top >= b.top - 1 && s.bottom <= b.bottom + 1; }"""
             assert widget.evaluate(inside), "fit left part of the graph outside the box"
+            # The ring keeps its width on screen (a non-scaling stroke): at "fit" it is still seen.
+            px = Image.open(io.BytesIO(box.screenshot())).convert("RGB").tobytes()
+            accent = sum(1 for i in range(0, len(px), 3) if px[i] > 200 and 50 < px[i + 1] < 130 and px[i + 2] < 60)
+            assert accent >= 6, f"the running node's ring is not visible at fit ({accent} pixels)"
             shown = """el => { const b = el.querySelector('.ag-box').getBoundingClientRect();
                 const r = el.querySelector('.ag-now-layer g.ag-run:not(.ag-hidden *)').getBoundingClientRect();
                 return r.left >= b.left && r.right <= b.right && r.top >= b.top && r.bottom <= b.bottom; }"""
