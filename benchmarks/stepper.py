@@ -26,8 +26,9 @@
    written a frame later); the same clicks on a plain button that changes its
    own number, next to Next in the stepper's toolbar and fixed over the page
    (the floor of this browser, in the notebook and outside it); playing at 30
-   steps/s: steps per second and how many steps got a frame of their own; websocket frames the page sends to
-   the kernel while playing (none) and on pause (one).
+   steps/s: steps per second and how many steps got a frame of their own;
+   websocket frames the page sends to the kernel while playing (none) and on
+   pause (one).
 3. Each chapter run top to bottom with nbclient and saved with its outputs and
    its widget state, as JupyterLab saves it with the course's settings
    (``saveState``): the file's size, and how much of it the steppers take.

@@ -553,8 +553,9 @@ def _cut_long_edges(g, span=None):
 # Limits without a recording: a module without parameters (ReLU, Dropout,
 # pooling) gets no box of its own; its Nodes go to the enclosing module by rule
 # 3, and the hook Nodes of such a module, if hooked, name the nearest hooked
-# module with parameters. An op at the very edge of a module that is not a parameter's (an activation
-# applied inside a block after its last layer) goes to the enclosing module too.
+# module with parameters. An op at the very edge of a module that is not a
+# parameter's (an activation applied inside a block after its last layer) goes
+# to the enclosing module too.
 # Functional code that uses a module's parameter outside its forward is
 # attributed to that module. Rule 5 lifts the first two for the Nodes a
 # recorded forward made; the third is code outside every forward, which no
@@ -671,7 +672,7 @@ class _Recording:
         self.depth = 0  # ``with record_modules(model)`` blocks open on this model
         self.intervals = []  # (start, end, path, hooked): one per finished call; sequence numbers, end
                              # excluded; hooked: the module had a full backward hook during the call
-        self.calls = []  # calls under way, outermost first: (id(module), path, start)
+        self.calls = []  # calls under way, outermost first: (id(module), path, start, hooked)
         self.handles = []  # the hooks to remove on exit
 
 
@@ -832,12 +833,13 @@ def _recorded_hooks(model, paths):
     return made
 
 
-def _place_hook(n, children, parents, paths, is_hook, recorded=None):
+def _place_hook(n, children, parents, paths, is_hook, recorded):
     """Rule 4: the module whose input (above) or output (below) this hook Node wraps."""
-    if recorded and _seq(n.obj) in recorded:
+    if _seq(n.obj) in recorded:  # (from _recorded_hooks)
         path, side = recorded[_seq(n.obj)]
         n.group, n.note = path, f"{side} of {_module_label(path, paths)}"
         return
+
     def search(links):
         frontier, seen, dist = list(links.get(n, [])), set(), 1
         while frontier:

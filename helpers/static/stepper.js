@@ -542,21 +542,21 @@ function render({ model, el }) {
   // shape makes Chromium re-layer all of it: ~2 ms more on a 1,000-node graph, often a
   // frame late). What comes or goes otherwise is added or removed a frame later.
   // (Not in predict mode: the next answer would be in the page, where find-in-page sees it.)
-  let ahead = null; // {k, g, secret, waits}: step k's picture, hidden; its new wait outlines by id
+  let ahead = null; // {k, g, waits}: step k's picture, hidden; its new wait outlines by id
   let gone = []; // hidden groups and wait outlines, removed in the next frame
   function drawAhead(k) {
     dropAhead();
     if (predict || k > n || historyAt !== k - 1) return;
     const g = now.g.cloneNode(false);
     g.classList.add("ag-hidden");
-    g.append(...picture(k, freshAt.get(k) || [], hidden(k)));
+    g.append(...picture(k, freshAt.get(k) || [], false)); // (outside predict mode nothing is secret)
     const starting = new Map();
     for (const [id, f] of waits) {
       const o = f === k && !waiting.has(id) && outline(id, "ag-wait");
       if (o) { g.prepend(o); starting.set(id, o); } // (under the step's other shapes, as on the waits layer)
     }
     now.svg.append(g);
-    ahead = { k, g, secret: hidden(k), waits: starting };
+    ahead = { k, g, waits: starting };
   }
   function dropAhead() {
     ahead?.g.remove();
@@ -575,9 +575,7 @@ function render({ model, el }) {
     k = Math.max(0, Math.min(n, k | 0));
     const dir = k < shown ? -1 : 1; // stepping back or forward
     const step = payload.steps[k];
-    const secret = hidden(k);
-    for (const [id] of step.flow) middleOf(id); // measure before changing anything
-    if (ahead && ahead.k === k && historyAt === k - 1 && ahead.secret === secret && !panelNow) {
+    if (ahead && ahead.k === k && historyAt === k - 1 && !panelNow) {
       now.g.classList.add("ag-hidden");
       gone.push(now.g);
       ahead.g.classList.remove("ag-hidden");
@@ -589,6 +587,7 @@ function render({ model, el }) {
       for (const [id, g] of ahead.waits) waiting.set(id, g);
       ahead = null;
     } else {
+      for (const [id] of step.flow) middleOf(id); // measure before changing anything
       dropAhead();
       clearGone();
       settleWaits();
@@ -598,7 +597,7 @@ function render({ model, el }) {
       const fresh = historyAt === k - 1 && !panelNow ? freshAt.get(k) || [] : [];
       if (!fresh.length) showHistory(k);
       if (backward) showWaits(k);
-      now.g.replaceChildren(...picture(k, fresh, secret));
+      now.g.replaceChildren(...picture(k, fresh, hidden(k)));
     }
 
     shown = k;
